@@ -1,0 +1,599 @@
+"""TorchClassifier and TorchRegressor: scikit-learn estimators around torch modules.
+
+The constructor stores its arguments unchanged; ``fit`` validates, builds the module and trains it
+with the loop in ``tandem.training``. Nested arguments are routed by double underscore
+(``module__hidden_sizes``, ``optimizer__weight_decay``, ``criterion__...``, ``lr_schedule__...``)
+and take part in ``get_params``/``set_params``/``clone`` like any other parameter.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from torch import nn
+
+from tandem import models, training
+
+ROUTED_PREFIXES = ("module", "optimizer", "criterion", "lr_schedule")
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+CRITERIA: dict[str, type[nn.Module]] = {
+    "cross_entropy": nn.CrossEntropyLoss,
+    "mse": nn.MSELoss,
+    "l1": nn.L1Loss,
+    "huber": nn.HuberLoss,
+    "smooth_l1": nn.SmoothL1Loss,
+}
+SCHEDULES = ("onecycle", "cosine")
+SAVE_FORMAT = "tandem-estimator/1"
+
+
+def _nearest(name: str, options: list[str]) -> str:
+    near = difflib.get_close_matches(name, options, n=1)
+    return f" Did you mean {near[0]!r}?" if near else ""
+
+
+def _lookup(kind: str, value: Any, table: dict[str, Any]) -> Any:
+    if not isinstance(value, str):
+        return value
+    if value not in table:
+        raise ValueError(
+            f"Unknown {kind} {value!r}; choose one of {sorted(table)} or pass a class."
+            + _nearest(value, list(table))
+        )
+    return table[value]
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+class _TorchEstimator(BaseEstimator):
+    """Shared machinery of TorchClassifier and TorchRegressor."""
+
+    _default_criterion = "mse"
+    _score_name = "score"
+
+    def __init__(
+        self,
+        module: Any = "mlp",
+        *,
+        criterion: Any = None,
+        optimizer: Any = "adam",
+        lr: float = 1e-3,
+        batch_size: int = 128,
+        max_epochs: int = 20,
+        patience: int | None = None,
+        validation_fraction: float = 0.1,
+        lr_schedule: str | None = None,
+        device: str = "auto",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list | None = None,
+        compile: bool = False,
+        amp: bool = False,
+        **kwargs: Any,
+    ):
+        self.module = module
+        self.criterion = criterion
+        self.optimizer = optimizer
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.lr_schedule = lr_schedule
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self.compile = compile
+        self.amp = amp
+        self._routed = dict(kwargs)
+
+    # ------------------------------------------------------------------ params and routing
+    @classmethod
+    def _check_routed(cls, kwargs: dict[str, Any]) -> None:
+        """Refuse extra keyword arguments that are not ``<prefix>__<name>`` for a known prefix."""
+        names = cls._get_param_names()
+        for key in kwargs:
+            prefix, sep, rest = key.partition("__")
+            if sep and rest and prefix in ROUTED_PREFIXES:
+                continue
+            if sep:
+                hint = _nearest(prefix, list(ROUTED_PREFIXES))
+                raise ValueError(
+                    f"Invalid parameter {key!r} for {cls.__name__}: {prefix!r} is not a routed "
+                    f"prefix (valid: {', '.join(p + '__' for p in ROUTED_PREFIXES)}).{hint}"
+                )
+            raise ValueError(
+                f"Invalid parameter {key!r} for {cls.__name__}. Valid parameters: {names}."
+                + _nearest(key, names)
+            )
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        params = super().get_params(deep=deep)
+        params.update(self._routed)
+        return params
+
+    def set_params(self, **params: Any):
+        """Set parameters; a misspelt routed prefix (``modul__x``) is refused at once.
+
+        Like ``__init__``, other unknown names are kept and refused by ``fit`` (scikit-learn's
+        rule: constructing and setting parameters never fails on values).
+        """
+        names = self._get_param_names()
+        routed = {k: v for k, v in params.items() if k not in names}
+        self._check_routed({k: v for k, v in routed.items() if "__" in k})
+        self._routed = {**self._routed, **routed}
+        for key, value in params.items():
+            if key in names:
+                setattr(self, key, value)
+        return self
+
+    def _prefixed(self, prefix: str) -> dict[str, Any]:
+        head = prefix + "__"
+        return {k[len(head) :]: v for k, v in self._routed.items() if k.startswith(head)}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    # ------------------------------------------------------------------ building blocks
+    def _build_module(self, n_features: int, n_outputs: int) -> nn.Module:
+        spec, kwargs = self.module, self._prefixed("module")
+        if isinstance(spec, str):
+            return models.build_module(spec, n_features, n_outputs, **kwargs)
+        if isinstance(spec, nn.Module):
+            if kwargs:
+                raise ValueError("module__* arguments need a module name, class or callable")
+            return copy.deepcopy(spec)
+        if callable(spec):
+            for name, value in (("n_features", n_features), ("n_outputs", n_outputs)):
+                if _accepts(spec, name):
+                    kwargs.setdefault(name, value)
+            built = spec(**kwargs)
+            if not isinstance(built, nn.Module):
+                raise TypeError(f"module {spec!r} returned {type(built).__name__}, not nn.Module")
+            return built
+        raise TypeError(
+            f"module must be a registered name {models.registered_modules()}, an nn.Module "
+            f"class or a callable returning one; got {spec!r}"
+        )
+
+    def _build_criterion(self) -> nn.Module:
+        spec = self.criterion if self.criterion is not None else self._default_criterion
+        cls = _lookup("criterion", spec, CRITERIA)
+        if isinstance(cls, nn.Module):
+            raise TypeError("criterion must be a name or a loss class (it is built per fit)")
+        return cls(reduction="none", **self._prefixed("criterion"))
+
+    def _build_optimizer(self, module: nn.Module) -> torch.optim.Optimizer:
+        cls = _lookup("optimizer", self.optimizer, OPTIMIZERS)
+        return cls(module.parameters(), lr=self.lr, **self._prefixed("optimizer"))
+
+    def _build_scheduler(self, optimizer, total_steps: int):
+        kwargs = self._prefixed("lr_schedule")
+        if self.lr_schedule is None:
+            if kwargs:
+                raise ValueError("lr_schedule__* arguments need lr_schedule='onecycle'|'cosine'")
+            return None
+        if self.lr_schedule == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=self.lr, total_steps=max(total_steps, 1), **kwargs
+            )
+        if self.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(total_steps, 1), **kwargs
+            )
+        raise ValueError(
+            f"Unknown lr_schedule {self.lr_schedule!r}; choose None, 'onecycle' or 'cosine'."
+            + _nearest(str(self.lr_schedule), list(SCHEDULES))
+        )
+
+    def _check_hyperparams(self) -> None:
+        self._check_routed(self._routed)
+
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"{name} must be {rule}; got {getattr(self, name)!r}")
+
+        if not (isinstance(self.lr, int | float) and self.lr > 0):
+            raise bad("lr", "a positive number")
+        for name in ("batch_size", "max_epochs"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | np.integer) and not isinstance(value, bool)) or value < 1:
+                raise bad(name, "an integer >= 1")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise bad("patience", "None or an integer >= 1")
+        if not (isinstance(self.validation_fraction, int | float) and 0 <= self.validation_fraction < 1):
+            raise bad("validation_fraction", "a number in [0, 1)")
+
+    # ------------------------------------------------------------------ data
+    def _validate_X(self, X, *, reset: bool, y: Any = "no_validation", **kwargs):
+        """float32 features (sparse input is densified); y too when given."""
+        kw = dict(accept_sparse=("csr", "csc", "coo"), dtype=np.float32, reset=reset, **kwargs)
+        out = validate_data(self, X, y, **kw)
+        X, y = out if isinstance(out, tuple) else (out, None)
+        if sp.issparse(X):
+            X = X.toarray()
+        return X if y is None else (X, y)
+
+    def _tensor(self, a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor(np.asarray(a), dtype=dtype, device=self.device_)
+
+    def _split(self, y_enc: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        n = y_enc.shape[0]
+        idx = np.arange(n)
+        n_valid = int(round(self.validation_fraction * n))
+        if n_valid < 1 or n - n_valid < 2:
+            return idx, None
+        splitter = ShuffleSplit(n_splits=1, test_size=n_valid, random_state=seed)
+        if self._stratify:
+            counts = np.bincount(y_enc)
+            n_cls = int((counts > 0).sum())
+            if counts[counts > 0].min() >= 2 and n_cls <= n_valid <= n - n_cls:
+                splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_valid, random_state=seed)
+        train_idx, valid_idx = next(splitter.split(np.zeros((n, 1)), y_enc))
+        return np.sort(train_idx), np.sort(valid_idx)
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, X, y, sample_weight, *, partial: bool, classes=None):
+        first = not (partial and hasattr(self, "module_"))
+        epochs = 1 if partial else self.max_epochs
+        if first:
+            self._check_hyperparams()
+        X, y = self._validate_X(X, y=y, reset=first, **self._y_validation)
+        sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float32)
+        if np.any(sample_weight < 0):
+            raise ValueError("sample_weight must be non-negative")
+        y_enc = self._encode_y(y, first=first, classes=classes)
+        if first:
+            self.device_ = training.resolve_device(self.device)
+            seed = training.seed_from(self.random_state)
+            self._seed = seed
+        else:
+            seed = training.seed_from(self._seed + len(self.history_))
+        callbacks = list(self.callbacks or [])
+        if self.verbose:
+            callbacks.append(training.PrintLog())
+        devices = [self.device_] if self.device_.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            if first:
+                self.module_ = self._build_module(X.shape[1], self.n_outputs_).to(self.device_)
+                self.optimizer_ = self._build_optimizer(self.module_)
+            if not partial:
+                train_idx, valid_idx = self._split(y_enc, seed)
+            else:  # partial_fit: one pass over all of the data given
+                train_idx, valid_idx = np.arange(X.shape[0]), None
+            data = self._batch(X, y_enc, sample_weight, train_idx)
+            valid = None if valid_idx is None else self._batch(X, y_enc, sample_weight, valid_idx)
+            steps = training.n_steps(len(data), max(1, min(self.batch_size, len(data))))
+            scheduler = None if partial else self._build_scheduler(self.optimizer_, steps * epochs)
+            forward = self.module_
+            if self.compile:
+                forward = torch.compile(self.module_)
+            start_epoch = len(self.history_) + 1 if not first else 1
+            generator = torch.Generator().manual_seed(seed)
+            start = time.perf_counter()
+            history, best = training.train_epochs(
+                self.module_,
+                train=data,
+                valid=valid,
+                criterion=self._build_criterion().to(self.device_),
+                optimizer=self.optimizer_,
+                scheduler=scheduler,
+                batch_size=self.batch_size,
+                epochs=range(start_epoch, start_epoch + epochs),
+                patience=None if partial else self.patience,
+                generator=generator,
+                score=self._score_fn,
+                score_name=self._score_name,
+                callbacks=callbacks,
+                estimator=self,
+                forward=forward,
+                amp=self.amp,
+            )
+        self.module_.eval()
+        self.history_ = (self.history_ if not first else []) + history
+        self.n_iter_ = len(self.history_)
+        self.best_epoch_ = best if best is not None else self.n_iter_
+        self.fit_seconds_ = time.perf_counter() - start
+        return self
+
+    def _batch(self, X, y_enc, w, idx) -> training.Batch:
+        return training.Batch(
+            X=self._tensor(X[idx], torch.float32),
+            y=self._tensor(y_enc[idx], self._y_dtype),
+            w=self._tensor(w[idx], torch.float32),
+        )
+
+    def fit(self, X, y, sample_weight=None):
+        """Train a fresh module on (X, y); a validation slice is held out when configured."""
+        return self._fit(X, y, sample_weight, partial=False)
+
+    def _raw(self, X) -> torch.Tensor:
+        check_is_fitted(self, "module_")
+        X = self._validate_X(X, reset=False)
+        return training.predict_raw(self.module_, self._tensor(X, torch.float32))
+
+    # ------------------------------------------------------------------ persistence
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__
+        if "module_" in state:  # store tensors on the CPU so CUDA-fitted models load anywhere
+            state["module_"] = copy.deepcopy(self.module_).to("cpu")
+            opt = self.optimizer_.state_dict()
+            state["optimizer_"] = _to_cpu(opt)
+            state.pop("device_", None)
+        return state
+
+    def __setstate__(self, state):
+        opt_state = state.pop("optimizer_", None)
+        super().__setstate__(state)
+        if "module_" in state:
+            self.device_ = training.resolve_device(self.device, fallback=True)
+            self.module_ = self.module_.to(self.device_)
+            self.optimizer_ = self._build_optimizer(self.module_)
+            if opt_state is not None:
+                self.optimizer_.load_state_dict(opt_state)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/`` with ``weights.safetensors`` and ``config.json`` (no pickle).
+
+        The directory is written beside its final place and renamed into it, so a crash never
+        leaves a half-written model.
+        """
+        from safetensors.torch import save_file
+
+        check_is_fitted(self, "module_")
+        path = Path(path)
+        params = {}
+        for key, value in self.get_params(deep=False).items():
+            if key == "callbacks":
+                continue
+            if isinstance(value, str | int | float | bool | type(None) | list | tuple | dict):
+                params[key] = value
+            elif key == "random_state":
+                params[key] = None
+            # classes and callables cannot be stored without code; load() asks for them
+        config = {
+            "format": SAVE_FORMAT,
+            "estimator": type(self).__name__,
+            "params": params,
+            "module_spec": self.module if isinstance(self.module, str) else None,
+            "n_features_in": int(self.n_features_in_),
+            "feature_names_in": (
+                [str(f) for f in self.feature_names_in_] if hasattr(self, "feature_names_in_") else None
+            ),
+            "n_outputs": int(self.n_outputs_),
+            "history": self.history_,
+            "best_epoch": self.best_epoch_,
+            "fit_seconds": self.fit_seconds_,
+            "torch_version": torch.__version__,
+            **self._extra_config(),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            state = {k: v.detach().to("cpu").contiguous() for k, v in self.module_.state_dict().items()}
+            save_file(state, str(tmp / "weights.safetensors"))
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_json_default))
+            _replace_dir(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "auto", module: Any = None):
+        """Load a model written by ``save``. Only JSON and safetensors are read: no code runs.
+
+        ``module`` must be given when the model was built from a class or callable rather than
+        a registered name (code is never imported from the file).
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        config_file, weights_file = path / "config.json", path / "weights.safetensors"
+        for f in (config_file, weights_file):
+            if not f.is_file():
+                raise FileNotFoundError(f"{f} is missing: not a model saved by tandem")
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{config_file} is not valid JSON ({exc}); refusing to load") from exc
+        if not isinstance(config, dict) or config.get("format") != SAVE_FORMAT:
+            raise ValueError(f"{config_file} is not a tandem model config ({SAVE_FORMAT})")
+        if config["estimator"] != cls.__name__:
+            raise ValueError(f"{path} holds a {config['estimator']}, not a {cls.__name__}")
+        params = dict(config["params"])
+        if config["module_spec"] is None:
+            if module is None:
+                raise ValueError(
+                    f"{path} was fitted with a custom module; pass module=<class or callable>"
+                )
+        if module is not None:
+            params["module"] = module
+        params["device"] = device
+        est = cls(**params)
+        est.device_ = training.resolve_device(device, fallback=True)
+        est.n_features_in_ = config["n_features_in"]
+        if config["feature_names_in"] is not None:
+            est.feature_names_in_ = np.asarray(config["feature_names_in"], dtype=object)
+        est.n_outputs_ = config["n_outputs"]
+        est._restore_extra(config)
+        try:
+            state = load_file(str(weights_file), device=str(est.device_))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{weights_file} is not a valid safetensors file: {exc}") from exc
+        est.module_ = est._build_module(est.n_features_in_, est.n_outputs_).to(est.device_)
+        est.module_.load_state_dict(state)
+        est.module_.eval()
+        est.optimizer_ = est._build_optimizer(est.module_)
+        est.history_ = config["history"]
+        est.n_iter_ = len(est.history_)
+        est.best_epoch_ = config["best_epoch"]
+        est.fit_seconds_ = config["fit_seconds"]
+        est._seed = training.seed_from(None)
+        return est
+
+    def _extra_config(self) -> dict:
+        return {}
+
+    def _restore_extra(self, config: dict) -> None:
+        pass
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu")
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot store {type(obj).__name__} in a model config")
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Move directory ``new`` to ``final``, replacing an existing one with two renames."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        new.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(final)
+
+
+class TorchClassifier(ClassifierMixin, _TorchEstimator):
+    """A torch module as an sklearn classifier: labels in, labels out.
+
+    ``classes_`` keeps the caller's labels (strings stay strings); the module sees class indices
+    and outputs one logit per class. ``predict_proba`` is the softmax of the logits.
+    """
+
+    _default_criterion = "cross_entropy"
+    _score_name = "accuracy"
+    _stratify = True
+    _y_dtype = torch.long
+    _y_validation: dict = {}
+    _score_fn = staticmethod(training.accuracy)
+
+    def _encode_y(self, y, *, first: bool, classes=None) -> np.ndarray:
+        check_classification_targets(y)
+        kind = type_of_target(y)
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(f"TorchClassifier supports binary and multiclass targets, not {kind}")
+        if first:
+            self.classes_ = np.unique(y) if classes is None else np.unique(classes)
+            if len(self.classes_) < 2 and classes is None:
+                raise ValueError(
+                    f"TorchClassifier needs samples of at least 2 classes; got one class "
+                    f"{self.classes_[0]!r}"
+                )
+            self.n_outputs_ = len(self.classes_)
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"classes={classes!r} differs from the fitted classes_ {self.classes_!r}")
+        missing = np.setdiff1d(y, self.classes_)
+        if missing.size:
+            raise ValueError(f"y contains labels not in classes_: {missing[:5].tolist()}")
+        return np.searchsorted(self.classes_, y)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One more epoch over (X, y). The first call needs ``classes`` unless y holds them all."""
+        return self._fit(X, y, sample_weight, partial=True, classes=classes)
+
+    def predict_proba(self, X) -> np.ndarray:
+        return torch.softmax(self._raw(X).double(), dim=1).cpu().numpy()
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        return torch.log_softmax(self._raw(X).double(), dim=1).cpu().numpy()
+
+    def predict(self, X) -> np.ndarray:
+        index = self._raw(X).argmax(dim=1).cpu().numpy()
+        return self.classes_[index]
+
+    def _extra_config(self) -> dict:
+        return {"classes": self.classes_.tolist(), "classes_dtype": self.classes_.dtype.str}
+
+    def _restore_extra(self, config: dict) -> None:
+        dtype = np.dtype(config["classes_dtype"])
+        if dtype.kind not in "biufUO":
+            raise ValueError(f"unsupported classes dtype {dtype} in model config")
+        self.classes_ = np.asarray(config["classes"], dtype=dtype)
+
+
+class TorchRegressor(RegressorMixin, _TorchEstimator):
+    """A torch module as an sklearn regressor (single or multi-output).
+
+    Scale the target (e.g. with ``TransformedTargetRegressor``) when it is far from unit scale.
+    """
+
+    _default_criterion = "mse"
+    _score_name = "r2"
+    _stratify = False
+    _y_dtype = torch.float32
+    _y_validation: dict = {"multi_output": True, "y_numeric": True}
+    _score_fn = staticmethod(training.r2)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _encode_y(self, y, *, first: bool, classes=None) -> np.ndarray:
+        y = np.asarray(y, dtype=np.float32)
+        if first:
+            self._y_ndim = y.ndim
+            self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
+        elif (1 if y.ndim == 1 else y.shape[1]) != self.n_outputs_:
+            raise ValueError(f"y has a different number of outputs than the {self.n_outputs_} fitted")
+        return y.reshape(y.shape[0], self.n_outputs_)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One more epoch over (X, y)."""
+        return self._fit(X, y, sample_weight, partial=True)
+
+    def predict(self, X) -> np.ndarray:
+        out = self._raw(X).double().cpu().numpy()
+        return out.ravel() if self._y_ndim == 1 else out
+
+    def _extra_config(self) -> dict:
+        return {"y_ndim": self._y_ndim}
+
+    def _restore_extra(self, config: dict) -> None:
+        self._y_ndim = int(config["y_ndim"])

@@ -1,0 +1,192 @@
+"""Torch modules by name.
+
+Every module here takes flat float input of shape ``(N, n_features)`` so that it can sit after any
+scikit-learn transformer; image networks reshape internally. ``build_module`` is the one place that
+turns a name plus keyword arguments into an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+    "selu": nn.SELU,
+    "silu": nn.SiLU,
+}
+
+INITS: dict[str, Callable[[torch.Tensor], object]] = {
+    "xavier_uniform": nn.init.xavier_uniform_,
+    "xavier_normal": nn.init.xavier_normal_,
+    "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+    "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+    "orthogonal": nn.init.orthogonal_,
+}
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_module(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder ``f(n_features, n_outputs, **kwargs) -> nn.Module`` under ``name``."""
+
+    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[name] = builder
+        return builder
+
+    return decorator
+
+
+def registered_modules() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _choice(kind: str, value: str, options: Sequence[str]) -> str:
+    if value in options:
+        return value
+    near = difflib.get_close_matches(str(value), options, n=1)
+    hint = f" Did you mean {near[0]!r}?" if near else ""
+    raise ValueError(f"Unknown {kind} {value!r}; choose one of {sorted(options)}.{hint}")
+
+
+def build_module(name: str, n_features: int, n_outputs: int, **kwargs) -> nn.Module:
+    """Build the registered module ``name`` for ``n_features`` inputs and ``n_outputs`` outputs."""
+    _choice("module", name, list(_REGISTRY))
+    return _REGISTRY[name](int(n_features), int(n_outputs), **kwargs)
+
+
+def make_activation(name: str) -> nn.Module:
+    return ACTIVATIONS[_choice("activation", name, list(ACTIVATIONS))]()
+
+
+def apply_init(module: nn.Module, init: str | None) -> nn.Module:
+    """Re-initialise the weights of every linear and conv layer (biases to zero); None keeps torch's."""
+    if init is None:
+        return module
+    fn = INITS[_choice("init", init, list(INITS))]
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear | nn.Conv2d):
+            fn(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return module
+
+
+def _image_side(n_features: int, name: str) -> int:
+    side = math.isqrt(n_features)
+    if side * side != n_features or side % 4:
+        raise ValueError(
+            f"module {name!r} needs square images with a side divisible by 4 "
+            f"(e.g. 256 = 16x16 features); got {n_features} features"
+        )
+    return side
+
+
+class Reshape(nn.Module):
+    """Flat rows -> (N, C, H, W) images."""
+
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+@register_module("usps_cnn")
+def usps_cnn(
+    n_features: int,
+    n_outputs: int,
+    *,
+    activation: str = "relu",
+    dropout: float = 0.2,
+    init: str | None = None,
+) -> nn.Module:
+    """The seed-004 network: conv 32-64-128 (3x3, pad 1), pool after the first two, FC 256."""
+    side = _image_side(n_features, "usps_cnn")
+    act = lambda: make_activation(activation)  # noqa: E731
+    flat = 128 * (side // 4) ** 2
+    net = nn.Sequential(
+        Reshape(1, side, side),
+        nn.Conv2d(1, 32, 3, padding=1), act(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), act(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1), act(),
+        nn.Flatten(),
+        nn.Linear(flat, 256), act(), nn.Dropout(dropout),
+        nn.Linear(256, n_outputs),
+    )  # fmt: skip
+    return apply_init(net, init)
+
+
+@register_module("cnn")
+def cnn(
+    n_features: int,
+    n_outputs: int,
+    *,
+    channels: Sequence[int] = (32, 64),
+    hidden: int = 128,
+    activation: str = "relu",
+    dropout: float = 0.3,
+    init: str | None = None,
+) -> nn.Module:
+    """A stronger image network: two blocks of (conv-BN-act) x2 + pool, then a small head."""
+    side = _image_side(n_features, "cnn")
+    if len(channels) != 2:
+        raise ValueError(f"cnn: channels must hold two numbers, got {tuple(channels)}")
+    layers: list[nn.Module] = [Reshape(1, side, side)]
+    c_in = 1
+    for c in channels:
+        for _ in range(2):
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)]
+            layers.append(make_activation(activation))
+            c_in = c
+        layers.append(nn.MaxPool2d(2))
+    layers += [
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(c_in * (side // 4) ** 2, hidden),
+        make_activation(activation),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, n_outputs),
+    ]
+    return apply_init(nn.Sequential(*layers), init)
+
+
+@register_module("mlp")
+def mlp(
+    n_features: int,
+    n_outputs: int,
+    *,
+    hidden_sizes: Sequence[int] = (128,),
+    activation: str = "relu",
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+    init: str | None = None,
+) -> nn.Module:
+    """Tabular MLP for classification (logits) and regression (raw outputs)."""
+    if isinstance(hidden_sizes, int):
+        hidden_sizes = (hidden_sizes,)
+    layers: list[nn.Module] = []
+    width = n_features
+    for size in hidden_sizes:
+        layers.append(nn.Linear(width, int(size)))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(int(size)))
+        layers.append(make_activation(activation))
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = int(size)
+    layers.append(nn.Linear(width, n_outputs))
+    return apply_init(nn.Sequential(*layers), init)

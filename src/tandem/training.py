@@ -1,0 +1,226 @@
+"""The epoch loop, devices, seeding and callbacks.
+
+Why a hand-written loop: the data of an sklearn ``fit`` is already in memory, so it is moved to the
+device once, shuffled by an index permutation and sliced into batches. There is no per-row
+``Dataset.__getitem__``, no collate step, and no host synchronisation inside an epoch: losses are
+accumulated on the device and read once per epoch. That is what makes tandem faster than skorch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+EVAL_BATCH_SIZE = 4096
+
+
+# --------------------------------------------------------------------------- devices and seeds
+def resolve_device(device: str | torch.device = "auto", *, fallback: bool = False) -> torch.device:
+    """"auto" -> CUDA when available, else CPU. ``fallback`` maps an unavailable CUDA to CPU."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]'; got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        if fallback:
+            return torch.device("cpu")
+        raise ValueError(f"device={device!r} was requested but CUDA is not available here")
+    return torch.device(device)
+
+
+def seed_from(random_state: Any) -> int:
+    """An int seed from an sklearn-style ``random_state`` (None, int or RandomState)."""
+    from sklearn.utils import check_random_state
+
+    if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
+        return int(random_state) % (2**32)
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+# --------------------------------------------------------------------------- callbacks
+class Callback(Protocol):
+    """Callbacks are plain objects; every hook is optional.
+
+    - ``on_train_begin(estimator)``
+    - ``on_epoch_end(estimator, record) -> bool | None``: return True to stop training
+    - ``on_train_end(estimator)``
+    """
+
+
+def _call(callbacks: Iterable[Any], hook: str, *args: Any) -> bool:
+    stop = False
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None and fn(*args):
+            stop = True
+    return stop
+
+
+class DVCLiveCallback:
+    """Log every epoch's record to a ``dvclive.Live`` (one step per epoch)."""
+
+    skip = ("epoch", "seconds")
+
+    def __init__(self, live: Any):
+        self.live = live
+
+    def on_epoch_end(self, estimator: Any, record: dict) -> None:
+        for key, value in record.items():
+            if key not in self.skip and value is not None:
+                self.live.log_metric(key, value)
+        self.live.next_step()
+
+
+class PrintLog:
+    """Print one line per epoch (what ``verbose=1`` adds)."""
+
+    def on_epoch_end(self, estimator: Any, record: dict) -> None:
+        parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()]
+        print(" ".join(parts), flush=True)
+
+
+# --------------------------------------------------------------------------- the loop
+@dataclass
+class Batch:
+    """Tensors of one data set, already on the device. ``w`` holds per-sample weights."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+    w: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
+
+
+def weighted_loss(criterion: nn.Module, out: torch.Tensor, y: torch.Tensor, w: torch.Tensor):
+    """Sum of ``w * loss`` over the rows (the criterion has ``reduction='none'``)."""
+    losses = criterion(out, y)
+    if losses.dim() > 1:
+        losses = losses.reshape(losses.shape[0], -1).mean(dim=1)
+    return (losses * w).sum()
+
+
+def n_steps(n: int, batch_size: int) -> int:
+    """Batches per epoch; a trailing batch of one row is skipped (BatchNorm cannot train on it)."""
+    steps, rest = divmod(n, batch_size)
+    return steps + (1 if rest > 1 or (rest == 1 and steps == 0) else 0)
+
+
+@torch.inference_mode()
+def predict_raw(module: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE):
+    """Module outputs for all rows, in large batches, in eval mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        outs = [module(X[i : i + batch_size]) for i in range(0, X.shape[0], batch_size)]
+    finally:
+        module.train(was_training)
+    return torch.cat(outs) if outs else X.new_zeros((0,))
+
+
+@torch.inference_mode()
+def evaluate(module, criterion, data: Batch, score: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted mean loss and the score on ``data`` (both stay on the device)."""
+    out = predict_raw(module, data.X).float()
+    loss = weighted_loss(criterion, out, data.y, data.w) / data.w.sum().clamp_min(1e-12)
+    return loss, score(out, data.y)
+
+
+def train_epochs(
+    module: nn.Module,
+    *,
+    train: Batch,
+    valid: Batch | None,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    batch_size: int,
+    epochs: Sequence[int],
+    patience: int | None,
+    generator: torch.Generator,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    score_name: str,
+    callbacks: Sequence[Any] = (),
+    estimator: Any = None,
+    forward: Callable | None = None,
+    amp: bool = False,
+) -> tuple[list[dict], int | None]:
+    """Train ``module`` for the given epoch numbers; return (history records, best epoch).
+
+    With ``patience`` set, training stops once the monitored loss (validation loss, or the
+    training loss when there is no validation set) has not improved for ``patience`` epochs,
+    and the weights of the best epoch are restored.
+    """
+    forward = forward or module
+    device = train.X.device
+    n = len(train)
+    bs = max(1, min(int(batch_size), n))
+    steps = n_steps(n, bs)
+    total_w = float(train.w.sum())
+    history: list[dict] = []
+    best_loss, best_epoch, best_state, bad = float("inf"), None, None, 0
+    use_amp = amp and device.type == "cuda"
+    _call(callbacks, "on_train_begin", estimator)
+    for epoch in epochs:
+        start = time.perf_counter()
+        module.train()
+        order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+        loss_sum = torch.zeros((), device=device)
+        lr = optimizer.param_groups[0]["lr"]
+        for step in range(steps):
+            idx = order[step * bs : (step + 1) * bs]
+            xb, yb, wb = train.X[idx], train.y[idx], train.w[idx]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = forward(xb)
+            batch_loss = weighted_loss(criterion, out.float(), yb, wb)
+            loss = batch_loss / wb.sum().clamp_min(1e-12)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_sum += batch_loss.detach()
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": float(loss_sum) / total_w}
+        if valid is not None and len(valid):
+            v_loss, v_score = evaluate(module, criterion, valid, score)
+            record["valid_loss"] = float(v_loss)
+            record[f"valid_{score_name}"] = float(v_score)
+        record["lr"] = float(lr)
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
+        monitored = record.get("valid_loss", record["train_loss"])
+        stop = False
+        if patience is not None:
+            if monitored < best_loss:
+                best_loss, best_epoch, bad = monitored, epoch, 0
+                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            else:
+                bad += 1
+                stop = bad >= patience
+        stop = _call(callbacks, "on_epoch_end", estimator, record) or stop
+        if stop or not np.isfinite(record["train_loss"]):
+            break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    _call(callbacks, "on_train_end", estimator)
+    return history, best_epoch
+
+
+def accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (out.argmax(dim=1) == y).float().mean()
+
+
+def r2(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    y2 = y.reshape(y.shape[0], -1)
+    out2 = out.reshape(y2.shape)
+    ss_res = ((y2 - out2) ** 2).sum(dim=0)
+    ss_tot = ((y2 - y2.mean(dim=0)) ** 2).sum(dim=0).clamp_min(1e-12)
+    return (1 - ss_res / ss_tot).mean()
