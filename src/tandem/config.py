@@ -1,0 +1,164 @@
+"""params.yaml as pydantic models: one model per stage section, unknown keys refused.
+
+Every field is required here, so params.yaml is the single place where defaults live, and the file
+DVC reads is always complete. ``--set key=value`` overrides are applied to the raw mapping before
+validation, so an override gets exactly the same checks as the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ParamsError(ValueError):
+    """params.yaml or an override is wrong; the message names every offending key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FetchParams(Section):
+    data_id: int = Field(gt=0)
+    target: str
+    data_home: str | None = Field(
+        description="OpenML cache directory; null means scikit-learn's default "
+        "(which honours SCIKIT_LEARN_DATA)"
+    )
+
+
+class SplitParams(Section):
+    method: Literal["random", "ordered"]
+    test_size: float = Field(gt=0, lt=1)
+    seed: int
+    n_train: int = Field(gt=0, description="rows kept for training by method=ordered")
+
+
+class PreprocessParams(Section):
+    scaler: Literal["standard", "minmax", "robust", "none"]
+    pca: int | float | None = Field(description="PCA n_components; null disables PCA")
+
+
+class TrainParams(Section):
+    module: str
+    module_kwargs: dict[str, Any]
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    max_epochs: int = Field(ge=1)
+    patience: int | None = Field(ge=1)
+    validation_fraction: float = Field(ge=0, lt=1)
+    lr_schedule: Literal["onecycle", "cosine"] | None
+    seed: int
+    device: str
+
+
+class EvaluateParams(Section):
+    n_worst: int = Field(ge=1, description="misclassified test digits shown in the figure")
+
+
+class LogisticRegressionParams(Section):
+    C: float = Field(gt=0)
+    max_iter: int = Field(ge=1)
+
+
+class RandomForestParams(Section):
+    n_estimators: int = Field(ge=1)
+    max_depth: int | None = Field(ge=1)
+
+
+class SVCParams(Section):
+    C: float = Field(gt=0)
+    gamma: Literal["scale", "auto"] | float
+
+
+class HistGradientBoostingParams(Section):
+    max_iter: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    early_stopping: bool
+
+
+class BaselinesParams(Section):
+    seed: int
+    logistic_regression: LogisticRegressionParams
+    random_forest: RandomForestParams
+    svc: SVCParams
+    hist_gradient_boosting: HistGradientBoostingParams
+
+
+class Params(Section):
+    fetch: FetchParams
+    split: SplitParams
+    preprocess: PreprocessParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    baselines: BaselinesParams
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=0.003"`` -> (["train", "lr"], 0.003); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ParamsError(f"--set expects KEY=VALUE with a dotted key (train.lr=0.01); got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"--set {key}: cannot read value {raw!r} ({exc})") from exc
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with each ``key=value`` applied; unknown keys are refused by name."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for depth, part in enumerate(path[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                raise ParamsError(f"unknown key {'.'.join(path[: depth + 1])!r} in --set {text!r}")
+            node = child
+        # new keys are allowed only inside free-form mappings (module_kwargs); pydantic refuses
+        # any other new key, naming its full path
+        node[path[-1]] = value
+    return out
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: missing"
+    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def validate(raw: Any, source: str = "params") -> Params:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ParamsError(f"{source} is invalid:\n  {lines}") from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read, override and validate params.yaml; raise ParamsError naming every bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc})") from None
+    raw = apply_overrides(raw or {}, overrides or [])
+    return validate(raw, str(path))

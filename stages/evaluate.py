@@ -1,0 +1,35 @@
+"""evaluate: sklearn metrics on the test split, plot data for `dvc plots`, PNG figures."""
+
+from stages.preprocess import TEST_FEATURES
+from stages.split import TEST
+from stages.train import MODEL
+from tandem import TorchClassifier, data, evaluation, io
+
+PARAMS = ("evaluate", "fetch.target")
+METRICS = "metrics/eval.json"
+CONFUSION = "metrics/confusion.json"
+ROC = "metrics/roc.json"
+FIGURES = {
+    "confusion": "reports/confusion.png",
+    "worst": "reports/worst_digits.png",
+    "curves": "reports/learning_curves.png",
+}
+
+
+def run(params) -> None:
+    target = params.fetch.target
+    model = TorchClassifier.load(MODEL)
+    X, y = data.xy(io.read_parquet(TEST_FEATURES), target)
+    images, _ = data.xy(io.read_parquet(TEST), target)  # raw pixels, same rows as X
+    y = y.to_numpy()
+    proba = model.predict_proba(X)
+    pred = model.classes_[proba.argmax(axis=1)]
+    io.write_json(METRICS, evaluation.classification_metrics(y, pred, proba, model.classes_))
+    io.write_json(CONFUSION, evaluation.confusion_rows(y, pred))
+    io.write_json(ROC, evaluation.roc_rows(y, proba, model.classes_))
+    evaluation.plot_confusion(y, pred, model.classes_, FIGURES["confusion"])
+    evaluation.plot_worst_digits(
+        images.to_numpy(), y, pred, proba, model.classes_, FIGURES["worst"],
+        n=params.evaluate.n_worst,
+    )  # fmt: skip
+    evaluation.plot_learning_curves(model.history_, FIGURES["curves"])

@@ -1,0 +1,66 @@
+"""Shared fixtures: the project root, an offline OpenML cache built from scikit-learn's own test
+data (hermetic: no network, no ../shared), and a tiny copy of the project for CLI runs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CACHE = ROOT.parent / "shared" / "data" / "openml-cache"
+BIN = Path(sys.executable).parent
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: this venv's `tandem` and `dvc` first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def build_openml_cache(dest: Path, data_ids: list[int]) -> Path:
+    """Lay out scikit-learn's recorded OpenML answers the way fetch_openml caches them."""
+    import sklearn
+
+    src = Path(sklearn.__file__).parent / "datasets" / "tests" / "data" / "openml"
+    api = dest / "openml" / "openml.org" / "api" / "v1" / "json" / "data"
+    for data_id in data_ids:
+        folder = src / f"id_{data_id}"
+        (api / "features").mkdir(parents=True, exist_ok=True)
+        (api / "qualities").mkdir(parents=True, exist_ok=True)
+        shutil.copy(folder / f"api-v1-jd-{data_id}.json.gz", api / f"{data_id}.gz")
+        shutil.copy(folder / f"api-v1-jdf-{data_id}.json.gz", api / "features" / f"{data_id}.gz")
+        quality = folder / f"api-v1-jdq-{data_id}.json.gz"
+        if quality.exists():
+            shutil.copy(quality, api / "qualities" / f"{data_id}.gz")
+        details = json.loads(gzip.decompress((api / f"{data_id}.gz").read_bytes()))
+        file_id = details["data_set_description"]["file_id"]
+        arff = next(folder.glob("data-v1-dl-*.arff.gz"))
+        out = dest / "openml" / "openml.org" / "data" / "v1" / "download" / str(file_id)
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(arff, out / f"{details['data_set_description']['name']}.arff.gz")
+    return dest
+
+
+@pytest.fixture
+def openml_cache(tmp_path: Path) -> Path:
+    """An OpenML cache holding iris (61) and cpu (561) from scikit-learn's test data."""
+    return build_openml_cache(tmp_path / "openml-cache", [61, 561])
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project's pipeline files (no data) to run stages in."""
+    dest = tmp_path / "project"
+    dest.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "stages", dest / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
