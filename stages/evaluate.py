@@ -8,7 +8,7 @@ from tandem import TorchClassifier, data, evaluation, io
 PARAMS = ("evaluate", "fetch.target")
 METRICS = "metrics/eval.json"
 CONFUSION = "metrics/confusion.json"
-ROC = "metrics/roc.json"
+ROC_DIR = "metrics/roc"  # one JSON file of ROC points per class
 FIGURES = {
     "confusion": "reports/confusion.png",
     "worst": "reports/worst_digits.png",
@@ -26,7 +26,9 @@ def run(params) -> None:
     pred = model.classes_[proba.argmax(axis=1)]
     io.write_json(METRICS, evaluation.classification_metrics(y, pred, proba, model.classes_))
     io.write_json(CONFUSION, evaluation.confusion_rows(y, pred))
-    io.write_json(ROC, evaluation.roc_rows(y, proba, model.classes_))
+    roc = evaluation.roc_rows(y, proba, model.classes_)
+    for label in model.classes_:
+        io.write_json(f"{ROC_DIR}/class_{label}.json", [r for r in roc if r["class"] == str(label)])
     evaluation.plot_confusion(y, pred, model.classes_, FIGURES["confusion"])
     evaluation.plot_worst_digits(
         images.to_numpy(), y, pred, proba, model.classes_, FIGURES["worst"],
