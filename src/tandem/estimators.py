@@ -12,9 +12,11 @@ import copy
 import difflib
 import inspect
 import json
+import numbers
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,10 @@ CRITERIA: dict[str, type[nn.Module]] = {
 }
 SCHEDULES = ("onecycle", "cosine")
 SAVE_FORMAT = "tandem-estimator/1"
+# parameter values save() can store as JSON (numpy scalars from a search grid included)
+JSON_TYPES = (str, int, float, bool, type(None), list, tuple, dict, np.generic)
+CONFIG_KEYS = ("estimator", "params", "module_spec", "n_features_in", "feature_names_in",
+               "n_outputs", "history", "best_epoch", "fit_seconds")  # fmt: skip
 
 
 def _nearest(name: str, options: list[str]) -> str:
@@ -222,15 +228,21 @@ class _TorchEstimator(BaseEstimator):
         def bad(name: str, rule: str) -> ValueError:
             return ValueError(f"{name} must be {rule}; got {getattr(self, name)!r}")
 
-        if not (isinstance(self.lr, int | float) and self.lr > 0):
+        # numbers.* so that numpy scalars (what GridSearchCV hands over from an array) pass
+        def number(value) -> bool:
+            return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+        def integer(value) -> bool:
+            return number(value) and isinstance(value, numbers.Integral)
+
+        if not (number(self.lr) and self.lr > 0):
             raise bad("lr", "a positive number")
         for name in ("batch_size", "max_epochs"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | np.integer) and not isinstance(value, bool)) or value < 1:
+            if not integer(getattr(self, name)) or getattr(self, name) < 1:
                 raise bad(name, "an integer >= 1")
-        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+        if self.patience is not None and (not integer(self.patience) or self.patience < 1):
             raise bad("patience", "None or an integer >= 1")
-        if not (isinstance(self.validation_fraction, int | float) and 0 <= self.validation_fraction < 1):
+        if not (number(self.validation_fraction) and 0 <= self.validation_fraction < 1):
             raise bad("validation_fraction", "a number in [0, 1)")
 
     # ------------------------------------------------------------------ data
@@ -373,18 +385,21 @@ class _TorchEstimator(BaseEstimator):
         check_is_fitted(self, "module_")
         path = Path(path)
         params = {}
+        unstored = []
         for key, value in self.get_params(deep=False).items():
             if key == "callbacks":
                 continue
-            if isinstance(value, str | int | float | bool | type(None) | list | tuple | dict):
+            if isinstance(value, JSON_TYPES):
                 params[key] = value
             elif key == "random_state":
                 params[key] = None
-            # classes and callables cannot be stored without code; load() asks for them
+            else:  # classes and callables cannot be stored without code; load() says so
+                unstored.append(key)
         config = {
             "format": SAVE_FORMAT,
             "estimator": type(self).__name__,
             "params": params,
+            "unstored_params": unstored,
             "module_spec": self.module if isinstance(self.module, str) else None,
             "n_features_in": int(self.n_features_in_),
             "feature_names_in": (
@@ -429,6 +444,9 @@ class _TorchEstimator(BaseEstimator):
             raise ValueError(f"{config_file} is not valid JSON ({exc}); refusing to load") from exc
         if not isinstance(config, dict) or config.get("format") != SAVE_FORMAT:
             raise ValueError(f"{config_file} is not a tandem model config ({SAVE_FORMAT})")
+        missing = [key for key in CONFIG_KEYS if key not in config]
+        if missing or not isinstance(config["params"], dict):
+            raise ValueError(f"{config_file} is incomplete (missing {missing}); refusing to load")
         if config["estimator"] != cls.__name__:
             raise ValueError(f"{path} holds a {config['estimator']}, not a {cls.__name__}")
         params = dict(config["params"])
@@ -439,6 +457,14 @@ class _TorchEstimator(BaseEstimator):
                 )
         if module is not None:
             params["module"] = module
+        lost = [key for key in config.get("unstored_params", []) if key != "module"]
+        if lost:
+            warnings.warn(
+                f"{path}: {lost} were classes or callables, which are not saved; they are back "
+                "at their defaults (set_params them before training further)",
+                UserWarning,
+                stacklevel=2,
+            )
         params["device"] = device
         est = cls(**params)
         est.device_ = training.resolve_device(device, fallback=True)
@@ -446,7 +472,10 @@ class _TorchEstimator(BaseEstimator):
         if config["feature_names_in"] is not None:
             est.feature_names_in_ = np.asarray(config["feature_names_in"], dtype=object)
         est.n_outputs_ = config["n_outputs"]
-        est._restore_extra(config)
+        try:
+            est._restore_extra(config)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{config_file} has a missing or bad entry ({exc!r})") from exc
         try:
             state = load_file(str(weights_file), device=str(est.device_))
         except (SafetensorError, OSError, ValueError) as exc:

@@ -8,6 +8,7 @@ turns a name plus keyword arguments into an ``nn.Module``.
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 from collections.abc import Callable, Sequence
 
@@ -61,7 +62,18 @@ def _choice(kind: str, value: str, options: Sequence[str]) -> str:
 def build_module(name: str, n_features: int, n_outputs: int, **kwargs) -> nn.Module:
     """Build the registered module ``name`` for ``n_features`` inputs and ``n_outputs`` outputs."""
     _choice("module", name, list(_REGISTRY))
-    return _REGISTRY[name](int(n_features), int(n_outputs), **kwargs)
+    builder = _REGISTRY[name]
+    params = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        valid = [p for p in params if p not in ("n_features", "n_outputs")]
+        for key in kwargs:  # a misspelt module__* argument names itself and the nearest valid one
+            if key not in valid:
+                near = difflib.get_close_matches(key, valid, n=1)
+                hint = f" Did you mean {near[0]!r}?" if near else ""
+                raise ValueError(
+                    f"Unknown argument {key!r} for module {name!r}; valid: {valid}.{hint}"
+                )
+    return builder(int(n_features), int(n_outputs), **kwargs)
 
 
 def make_activation(name: str) -> nn.Module:

@@ -165,6 +165,8 @@ def train_epochs(
     bs = max(1, min(int(batch_size), n))
     steps = n_steps(n, bs)
     total_w = float(train.w.sum())
+    if not total_w > 0:  # e.g. every weighted row fell into the validation slice
+        raise ValueError("sample_weight sums to zero over the training rows; nothing to learn from")
     history: list[dict] = []
     best_loss, best_epoch, best_state, bad = float("inf"), None, None, 0
     use_amp = amp and device.type == "cuda"
