@@ -1,4 +1,4 @@
-"""baselines: classical sklearn models on the same features, for the "classical vs deep" question."""
+"""baselines: classical sklearn models on the same features ("classical vs deep", in numbers)."""
 
 import time
 

@@ -3,7 +3,6 @@
 import statistics
 
 from dvclive import Live
-
 from stages.preprocess import TRAIN_FEATURES
 from tandem import TorchClassifier, console, data, io
 from tandem.training import DVCLiveCallback

@@ -6,7 +6,6 @@ import subprocess
 
 import numpy as np
 import pandas as pd
-
 from conftest import tool_env
 
 
@@ -44,8 +43,13 @@ def test_train_stage_alone_on_small_features(project):
         project,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    for path in ("models/model/config.json", "models/model/weights.safetensors",
-                 "metrics/train.json", "dvclive/metrics.json", "dvclive/plots/metrics/train_loss.tsv"):
+    for path in (
+        "models/model/config.json",
+        "models/model/weights.safetensors",
+        "metrics/train.json",
+        "dvclive/metrics.json",
+        "dvclive/plots/metrics/train_loss.tsv",
+    ):
         assert (project / path).is_file(), path  # fmt: skip
     rows = (project / "dvclive/plots/metrics/train_loss.tsv").read_text().strip().splitlines()
     assert len(rows) == 3  # header + one row per epoch

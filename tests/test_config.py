@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from tandem.cli import restrict
 from tandem.config import ParamsError, apply_overrides, load_params, parse_override
 
@@ -22,7 +22,12 @@ def test_project_params_validate():
 def test_override_types_and_values():
     params = load_params(
         ROOT / "params.yaml",
-        ["train.lr=0.01", "train.patience=null", "train.module_kwargs.dropout=0.5", "split.method=ordered"],
+        [
+            "train.lr=0.01",
+            "train.patience=null",
+            "train.module_kwargs.dropout=0.5",
+            "split.method=ordered",
+        ],
     )
     assert params.train.lr == 0.01
     assert params.train.patience is None

@@ -1,4 +1,4 @@
-"""fetch through the real fetch_openml path (offline cache from scikit-learn's test data), splits."""
+"""fetch via the real fetch_openml path (offline cache from scikit-learn's test data); splits."""
 
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ def test_random_split_is_stratified_and_seeded():
     assert len(test) == 60 and len(train) == 140
     full = frame["y"].value_counts(normalize=True)
     assert np.allclose(test["y"].value_counts(normalize=True)[full.index], full, atol=0.02)
-    train2, test2 = split_frame(frame, target="y", method="random", test_size=0.3, seed=1, n_train=0)
+    train2, test2 = split_frame(
+        frame, target="y", method="random", test_size=0.3, seed=1, n_train=0
+    )
     pd.testing.assert_frame_equal(test, test2)
     _, test3 = split_frame(frame, target="y", method="random", test_size=0.3, seed=2, n_train=0)
     assert not test.equals(test3)
@@ -59,7 +61,9 @@ def test_random_split_is_stratified_and_seeded():
 
 def test_ordered_split_keeps_row_order():
     frame = _frame()
-    train, test = split_frame(frame, target="y", method="ordered", test_size=0.3, seed=0, n_train=150)
+    train, test = split_frame(
+        frame, target="y", method="ordered", test_size=0.3, seed=0, n_train=150
+    )
     pd.testing.assert_frame_equal(train, frame.iloc[:150].reset_index(drop=True))
     pd.testing.assert_frame_equal(test, frame.iloc[150:].reset_index(drop=True))
     with pytest.raises(DataError, match="n_train"):

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import math
-import os
-import stat
-from pathlib import Path
 
 import numpy as np
 import pytest

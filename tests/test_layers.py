@@ -24,6 +24,8 @@ def test_layers_import_one_way():
                 elif node.module.startswith("tandem."):
                     used.add(node.module.split(".")[1])
             elif isinstance(node, ast.Import):
-                used.update(a.name.split(".")[1] for a in node.names if a.name.startswith("tandem."))
+                used.update(
+                    a.name.split(".")[1] for a in node.names if a.name.startswith("tandem.")
+                )
         allowed = set(LAYERS[:position])
         assert used <= allowed, f"tandem.{name} imports {sorted(used - allowed)} from a later layer"

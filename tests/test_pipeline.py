@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, SHARED_CACHE, tool_env
 
 pytestmark = pytest.mark.slow
@@ -101,7 +100,12 @@ def test_full_run_then_partial_reruns(pipeline_repo):
                             "f1_macro", "roc_auc_ovr", "log_loss"}  # fmt: skip
     assert metrics["accuracy"] > 0.85
     baselines = json.loads((repo / "metrics" / "baselines.json").read_text())
-    assert set(baselines) == {"logistic_regression", "random_forest", "svc", "hist_gradient_boosting"}
+    assert set(baselines) == {
+        "logistic_regression",
+        "random_forest",
+        "svc",
+        "hist_gradient_boosting",
+    }
     provenance = json.loads((repo / "data" / "raw" / "usps.json").read_text())
     assert (provenance["data_id"], provenance["rows"], provenance["columns"]) == (41070, 9298, 257)
     for png in ("confusion", "worst_digits", "learning_curves", "comparison"):

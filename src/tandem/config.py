@@ -105,7 +105,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ParamsError(f"--set expects KEY=VALUE with a dotted key (train.lr=0.01); got {text!r}")
+        raise ParamsError(
+            f"--set expects KEY=VALUE with a dotted key (train.lr=0.01); got {text!r}"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:

@@ -91,7 +91,9 @@ def split_frame(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train/test split: ``random`` (stratified, seeded) or ``ordered`` (first n_train rows)."""
     if target not in frame.columns:
-        raise DataError(f"target column {target!r} is not in the data ({list(frame.columns)[:10]}…)")
+        raise DataError(
+            f"target column {target!r} is not in the data ({list(frame.columns)[:10]}…)"
+        )
     if method == "ordered":
         if not 0 < n_train < len(frame):
             raise DataError(f"split.n_train={n_train} must be between 1 and {len(frame) - 1}")
@@ -115,5 +117,7 @@ def split_frame(
 def xy(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series]:
     """Split a frame into features and target, naming the column when it is missing."""
     if target not in frame.columns:
-        raise DataError(f"target column {target!r} is missing (columns: {list(frame.columns)[:10]}…)")
+        raise DataError(
+            f"target column {target!r} is missing (columns: {list(frame.columns)[:10]}…)"
+        )
     return frame.drop(columns=[target]), frame[target]

@@ -9,7 +9,6 @@ and take part in ``get_params``/``set_params``/``clone`` like any other paramete
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import json
 import numbers
@@ -30,6 +29,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from torch import nn
 
 from tandem import models, training
+from tandem.models import nearest_hint
 
 ROUTED_PREFIXES = ("module", "optimizer", "criterion", "lr_schedule")
 
@@ -54,18 +54,13 @@ CONFIG_KEYS = ("estimator", "params", "module_spec", "n_features_in", "feature_n
                "n_outputs", "history", "best_epoch", "fit_seconds")  # fmt: skip
 
 
-def _nearest(name: str, options: list[str]) -> str:
-    near = difflib.get_close_matches(name, options, n=1)
-    return f" Did you mean {near[0]!r}?" if near else ""
-
-
 def _lookup(kind: str, value: Any, table: dict[str, Any]) -> Any:
     if not isinstance(value, str):
         return value
     if value not in table:
         raise ValueError(
             f"Unknown {kind} {value!r}; choose one of {sorted(table)} or pass a class."
-            + _nearest(value, list(table))
+            + nearest_hint(value, list(table))
         )
     return table[value]
 
@@ -131,14 +126,14 @@ class _TorchEstimator(BaseEstimator):
             if sep and rest and prefix in ROUTED_PREFIXES:
                 continue
             if sep:
-                hint = _nearest(prefix, list(ROUTED_PREFIXES))
+                hint = nearest_hint(prefix, list(ROUTED_PREFIXES))
                 raise ValueError(
                     f"Invalid parameter {key!r} for {cls.__name__}: {prefix!r} is not a routed "
                     f"prefix (valid: {', '.join(p + '__' for p in ROUTED_PREFIXES)}).{hint}"
                 )
             raise ValueError(
                 f"Invalid parameter {key!r} for {cls.__name__}. Valid parameters: {names}."
-                + _nearest(key, names)
+                + nearest_hint(key, names)
             )
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -212,8 +207,8 @@ class _TorchEstimator(BaseEstimator):
         """Move a freshly built module to ``device_``; conv nets on the CPU go channels-last.
 
         oneDNN's convolutions and max-pooling run faster on NHWC: usps_cnn's forward+backward at
-        batch 32 drops from 7.4 to about 6.1 ms on 2 cores. fit and load both use it, so a loaded model
-        computes with the same kernels (identical predictions).
+        batch 32 drops from 7.4 to about 6.1 ms on 2 cores. fit and load both use it, so a loaded
+        model computes with the same kernels (identical predictions).
         """
         module = module.to(self.device_)
         if self.device_.type == "cpu" and _has_conv(module):
@@ -236,7 +231,7 @@ class _TorchEstimator(BaseEstimator):
             )
         raise ValueError(
             f"Unknown lr_schedule {self.lr_schedule!r}; choose None, 'onecycle' or 'cosine'."
-            + _nearest(str(self.lr_schedule), list(SCHEDULES))
+            + nearest_hint(str(self.lr_schedule), list(SCHEDULES))
         )
 
     def _check_hyperparams(self) -> None:
@@ -420,7 +415,9 @@ class _TorchEstimator(BaseEstimator):
             "module_spec": self.module if isinstance(self.module, str) else None,
             "n_features_in": int(self.n_features_in_),
             "feature_names_in": (
-                [str(f) for f in self.feature_names_in_] if hasattr(self, "feature_names_in_") else None
+                [str(f) for f in self.feature_names_in_]
+                if hasattr(self, "feature_names_in_")
+                else None
             ),
             "n_outputs": int(self.n_outputs_),
             "history": self.history_,
@@ -432,7 +429,9 @@ class _TorchEstimator(BaseEstimator):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            state = {k: v.detach().to("cpu").contiguous() for k, v in self.module_.state_dict().items()}
+            state = {
+                k: v.detach().to("cpu").contiguous() for k, v in self.module_.state_dict().items()
+            }
             save_file(state, str(tmp / "weights.safetensors"))
             (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_json_default))
             _replace_dir(tmp, path)
@@ -589,7 +588,9 @@ class TorchClassifier(ClassifierMixin, _TorchEstimator):
                 )
             self.n_outputs_ = len(self.classes_)
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(f"classes={classes!r} differs from the fitted classes_ {self.classes_!r}")
+            raise ValueError(
+                f"classes={classes!r} differs from the fitted classes_ {self.classes_!r}"
+            )
         missing = np.setdiff1d(y, self.classes_)
         if missing.size:
             raise ValueError(f"y contains labels not in classes_: {missing[:5].tolist()}")
@@ -643,7 +644,9 @@ class TorchRegressor(RegressorMixin, _TorchEstimator):
             self._y_ndim = y.ndim
             self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
         elif (1 if y.ndim == 1 else y.shape[1]) != self.n_outputs_:
-            raise ValueError(f"y has a different number of outputs than the {self.n_outputs_} fitted")
+            raise ValueError(
+                f"y has a different number of outputs than the {self.n_outputs_} fitted"
+            )
         return y.reshape(y.shape[0], self.n_outputs_)
 
     def partial_fit(self, X, y, sample_weight=None):

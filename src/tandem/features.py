@@ -59,7 +59,9 @@ def load_transformer(path: str | Path) -> TransformerMixin:
     try:
         untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
         if untrusted:
-            raise ValueError(f"{path} holds types that are not trusted: {untrusted}; refusing to load")
+            raise ValueError(
+                f"{path} holds types that are not trusted: {untrusted}; refusing to load"
+            )
         return sio.load(path, trusted=TRUSTED_TYPES)
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
         raise ValueError(f"{path} is not a valid skops file ({exc}); refusing to load") from exc

@@ -51,11 +51,16 @@ def registered_modules() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def nearest_hint(name: object, options: Sequence[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``options``, or an empty string."""
+    near = difflib.get_close_matches(str(name), list(options), n=1)
+    return f" Did you mean {near[0]!r}?" if near else ""
+
+
 def _choice(kind: str, value: str, options: Sequence[str]) -> str:
     if value in options:
         return value
-    near = difflib.get_close_matches(str(value), options, n=1)
-    hint = f" Did you mean {near[0]!r}?" if near else ""
+    hint = nearest_hint(value, options)
     raise ValueError(f"Unknown {kind} {value!r}; choose one of {sorted(options)}.{hint}")
 
 
@@ -68,8 +73,7 @@ def build_module(name: str, n_features: int, n_outputs: int, **kwargs) -> nn.Mod
         valid = [p for p in params if p not in ("n_features", "n_outputs")]
         for key in kwargs:  # a misspelt module__* argument names itself and the nearest valid one
             if key not in valid:
-                near = difflib.get_close_matches(key, valid, n=1)
-                hint = f" Did you mean {near[0]!r}?" if near else ""
+                hint = nearest_hint(key, valid)
                 raise ValueError(
                     f"Unknown argument {key!r} for module {name!r}; valid: {valid}.{hint}"
                 )
@@ -81,7 +85,7 @@ def make_activation(name: str) -> nn.Module:
 
 
 def apply_init(module: nn.Module, init: str | None) -> nn.Module:
-    """Re-initialise the weights of every linear and conv layer (biases to zero); None keeps torch's."""
+    """Re-initialise every linear and conv layer's weights (biases to zero); None keeps torch's."""
     if init is None:
         return module
     fn = INITS[_choice("init", init, list(INITS))]

@@ -22,7 +22,7 @@ EVAL_BATCH_SIZE = 4096
 
 # --------------------------------------------------------------------------- devices and seeds
 def resolve_device(device: str | torch.device = "auto", *, fallback: bool = False) -> torch.device:
-    """"auto" -> CUDA when available, else CPU. ``fallback`` maps an unavailable CUDA to CPU."""
+    """ "auto" -> CUDA when available, else CPU. ``fallback`` maps an unavailable CUDA to CPU."""
     if isinstance(device, torch.device):
         device = str(device)
     if device == "auto":
