@@ -25,13 +25,17 @@ def run(params) -> None:
     proba = model.predict_proba(X)
     pred = model.classes_[proba.argmax(axis=1)]
     io.write_json(METRICS, evaluation.classification_metrics(y, pred, proba, model.classes_))
-    io.write_json(CONFUSION, evaluation.confusion_rows(y, pred))
+    names = params.evaluate.label_names or {}
+    shown = [names.get(str(v), str(v)) for v in y], [names.get(str(v), str(v)) for v in pred]
+    io.write_json(CONFUSION, evaluation.confusion_rows(*shown))
     roc = evaluation.roc_rows(y, proba, model.classes_)
     for label in model.classes_:
         io.write_json(f"{ROC_DIR}/class_{label}.json", [r for r in roc if r["class"] == str(label)])
-    evaluation.plot_confusion(y, pred, model.classes_, FIGURES["confusion"])
+    order = sorted(model.classes_, key=lambda label: names.get(str(label), str(label)))
+    evaluation.plot_confusion(y, pred, order, FIGURES["confusion"], label_names=names)
     evaluation.plot_worst_digits(
         images.to_numpy(), y, pred, proba, model.classes_, FIGURES["worst"],
         n=params.evaluate.n_worst,
+        label_names=names,
     )  # fmt: skip
     evaluation.plot_learning_curves(model.history_, FIGURES["curves"])

@@ -60,6 +60,9 @@ class TrainParams(Section):
 
 class EvaluateParams(Section):
     n_worst: int = Field(ge=1, description="misclassified test digits shown in the figure")
+    label_names: dict[str, str] | None = Field(
+        description="how figures show each label (USPS: '1'..'10' are digits 0..9); null: as is"
+    )
 
 
 class LogisticRegressionParams(Section):
