@@ -810,3 +810,22 @@ def test_no_warnings_in_a_plain_fit(blobs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TorchClassifier(**FAST).fit(X, y).predict(X)
+
+
+@pytest.mark.slow  # torch.compile needs ~15 s to build its CPU kernels
+def test_compile_flag_trains_like_eager():
+    X, y = make_blobs(200, random_state=0)
+    kw = dict(max_epochs=3, random_state=0, module__hidden_sizes=(16,))
+    compiled = TorchClassifier(compile=True, **kw).fit(X, y)
+    eager = TorchClassifier(**kw).fit(X, y)
+    assert isinstance(compiled.module_, torch.nn.Module)  # the stored module stays plain
+    np.testing.assert_allclose(compiled.predict_proba(X), eager.predict_proba(X), atol=1e-5)
+
+
+def test_amp_flag_is_a_no_op_on_cpu():
+    """bf16 autocast applies on CUDA only; on the CPU amp=True trains exactly like amp=False."""
+    X, y = make_blobs(120, random_state=0)
+    kw = dict(max_epochs=2, random_state=0, module__hidden_sizes=(16,), device="cpu")
+    a = TorchClassifier(amp=True, **kw).fit(X, y).predict_proba(X)
+    b = TorchClassifier(amp=False, **kw).fit(X, y).predict_proba(X)
+    assert np.array_equal(a, b)
