@@ -75,3 +75,29 @@ def test_missing_target_is_named():
         split_frame(_frame(), target="label", method="random", test_size=0.3, seed=0, n_train=0)
     with pytest.raises(DataError, match="'label'"):
         xy(_frame(), "label")
+
+
+def test_tabular_xy_checks_before_work(openml_cache):
+    from tandem.data import tabular_xy
+
+    frame, _ = fetch_openml_frame(561, target="class", data_home=openml_cache)
+    X, y = tabular_xy(frame, target="class", drop=["MMIN"], task="regression")
+    assert "MMIN" not in X and "class" not in X and len(y) == 209
+    with pytest.raises(DataError, match="'price'"):
+        tabular_xy(frame, target="price", task="regression")
+    with pytest.raises(DataError, match=r"\['nope'\]"):
+        tabular_xy(frame, target="class", drop=["MMIN", "nope"], task="regression")
+    iris, _ = fetch_openml_frame(61, target="class", data_home=openml_cache)
+    with pytest.raises(DataError, match="not numeric"):
+        tabular_xy(iris, target="class", task="regression")
+    with pytest.raises(DataError, match="'ranking'"):
+        tabular_xy(iris, target="class", task="ranking")
+
+
+def test_all_missing_column_is_dropped_with_a_warning():
+    from tandem.data import tabular_xy
+
+    frame = _frame().assign(empty=np.nan)
+    with pytest.warns(UserWarning, match="empty"):
+        X, _ = tabular_xy(frame, target="y", task="classification")
+    assert list(X.columns) == ["a", "b"]

@@ -72,3 +72,58 @@ def test_untrusted_type_is_refused(tmp_path, frames):
     sio.dump(Custom().fit(train), path)
     with pytest.raises(ValueError, match="not trusted"):
         load_transformer(path)
+
+
+def _mixed(n=60, seed=0):
+    rng = np.random.RandomState(seed)
+    frame = pd.DataFrame(
+        {
+            "age": rng.normal(40, 10, n),
+            "fare": rng.exponential(30, n),
+            "sex": pd.Categorical(rng.choice(["f", "m"], n)),
+            "port": rng.choice(["C", "Q", "S", "X"], n, p=[0.3, 0.3, 0.37, 0.03]).astype(object),
+        }
+    )
+    frame.loc[::7, "age"] = np.nan
+    frame.loc[::5, "port"] = None
+    return frame
+
+
+@pytest.mark.parametrize("imputer", ["median", "mean", "knn"])
+@pytest.mark.parametrize("scaler", ["standard", "minmax", "robust", "none"])
+def test_tabular_preprocessor_by_column_type(tmp_path, imputer, scaler):
+    from tandem.features import build_tabular_preprocessor, column_kinds
+
+    train, test = _mixed(), _mixed(seed=1)
+    assert column_kinds(train) == (["age", "fare"], ["sex", "port"])
+    ct = build_tabular_preprocessor(train, numeric_imputer=imputer, scaler=scaler)
+    out = ct.fit_transform(train)
+    assert out.dtype == np.float64 and not np.isnan(out).any()
+    names = list(ct.get_feature_names_out())
+    assert names[:2] == ["numeric__age", "numeric__fare"]
+    assert {"categorical__sex_f", "categorical__port_X"} <= set(names)
+    unseen = test.assign(port="Z")  # a category never seen in training: all-zero one-hot
+    row = ct.transform(unseen)[
+        :, [i for i, n in enumerate(names) if n.startswith("categorical__port")]
+    ]
+    assert (row == 0).all()
+    path = save_transformer(ct, tmp_path / "ct.skops")
+    np.testing.assert_array_equal(load_transformer(path).transform(test), ct.transform(test))
+
+
+def test_tabular_min_frequency_groups_rare_categories():
+    from tandem.features import build_tabular_preprocessor
+
+    names = (
+        build_tabular_preprocessor(_mixed(), min_frequency=5).fit(_mixed()).get_feature_names_out()
+    )
+    assert "categorical__port_infrequent_sklearn" in names and "categorical__port_X" not in names
+
+
+def test_tabular_bad_options_are_named():
+    from tandem.features import build_tabular_preprocessor
+
+    with pytest.raises(ValueError, match="'mode'"):
+        build_tabular_preprocessor(_mixed(), numeric_imputer="mode")
+    with pytest.raises(ValueError, match="'zscore'"):
+        build_tabular_preprocessor(_mixed(), scaler="zscore")

@@ -121,3 +121,39 @@ def xy(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series]:
             f"target column {target!r} is missing (columns: {list(frame.columns)[:10]}…)"
         )
     return frame.drop(columns=[target]), frame[target]
+
+
+def tabular_xy(
+    frame: pd.DataFrame, *, target: str, drop: list[str] | tuple[str, ...] = (), task: str
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Features and target of a tabular data set, checked before any work starts.
+
+    The target and every column to drop must exist (each is named when not); a regression target
+    must be numeric; columns with no values at all are dropped with a warning that names them.
+    """
+    import warnings
+
+    if task not in ("classification", "regression"):
+        raise DataError(f"task must be 'classification' or 'regression'; got {task!r}")
+    if target not in frame.columns:
+        raise DataError(f"target column {target!r} does not exist; columns: {list(frame.columns)}")
+    missing = [c for c in drop if c not in frame.columns]
+    if missing:
+        raise DataError(f"drop columns {missing} do not exist; columns: {list(frame.columns)}")
+    if target in drop:
+        raise DataError(f"target column {target!r} is also listed in drop")
+    X, y = frame.drop(columns=[*drop, target]), frame[target]
+    if y.isna().any():
+        raise DataError(f"target column {target!r} has {int(y.isna().sum())} missing values")
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+            raise DataError(
+                f"task is regression but target column {target!r} is not numeric ({y.dtype})"
+            )
+    empty = [str(c) for c in X.columns if X[c].isna().all()]
+    if empty:
+        warnings.warn(f"dropping columns with no values: {empty}", UserWarning, stacklevel=2)
+        X = X.drop(columns=empty)
+    if X.shape[1] == 0:
+        raise DataError("no feature columns are left after dropping")
+    return X, y

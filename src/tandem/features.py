@@ -23,8 +23,9 @@ SCALERS = {
     "robust": RobustScaler,
 }
 
-# types beyond skops' defaults that tandem's own preprocessors may contain
-TRUSTED_TYPES: list[str] = []
+# types beyond skops' defaults that tandem's own preprocessors may contain (OneHotEncoder stores
+# the dtype of its output, a numpy.dtype: plain data, no code)
+TRUSTED_TYPES: list[str] = ["numpy.dtype"]
 
 
 def build_preprocessor(scaler: str, pca: int | float | None = None) -> Pipeline:
@@ -65,3 +66,66 @@ def load_transformer(path: str | Path) -> TransformerMixin:
         return sio.load(path, trusted=TRUSTED_TYPES)
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
         raise ValueError(f"{path} is not a valid skops file ({exc}); refusing to load") from exc
+
+
+NUMERIC_IMPUTERS = ("median", "mean", "knn")
+
+
+def column_kinds(frame) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) column names: numbers (not bools) are numeric, the rest are not."""
+    import pandas as pd
+
+    numeric, categorical = [], []
+    for name, dtype in frame.dtypes.items():
+        is_number = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+        (numeric if is_number else categorical).append(str(name))
+    return numeric, categorical
+
+
+def build_tabular_preprocessor(
+    frame,
+    *,
+    numeric_imputer: str = "median",
+    scaler: str = "standard",
+    min_frequency: int | float | None = None,
+):
+    """A ColumnTransformer for a mixed-type frame, chosen from its column types.
+
+    numeric -> imputer (median | mean | knn) + scaler (standard | minmax | robust | none);
+    categorical -> most-frequent imputer + OneHotEncoder(handle_unknown="ignore"), with rare
+    categories (below ``min_frequency``) grouped. Output is dense float, ready for a torch module.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import KNNImputer, SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder
+
+    if numeric_imputer not in NUMERIC_IMPUTERS:
+        raise ValueError(
+            f"numeric_imputer must be one of {list(NUMERIC_IMPUTERS)}; got {numeric_imputer!r}"
+        )
+    if scaler != "none" and scaler not in SCALERS:
+        raise ValueError(f"scaler must be one of {[*SCALERS, 'none']}; got {scaler!r}")
+    numeric, categorical = column_kinds(frame)
+    imputer = KNNImputer() if numeric_imputer == "knn" else SimpleImputer(strategy=numeric_imputer)
+    numeric_steps = [("impute", imputer)]
+    if scaler != "none":
+        numeric_steps.append(("scale", SCALERS[scaler]()))
+    categorical_steps = [
+        ("impute", SimpleImputer(strategy="most_frequent")),
+        (
+            "onehot",
+            OneHotEncoder(
+                handle_unknown="infrequent_if_exist" if min_frequency else "ignore",
+                min_frequency=min_frequency,
+                sparse_output=False,
+            ),
+        ),
+    ]
+    transformers = []
+    if numeric:
+        transformers.append(("numeric", Pipeline(numeric_steps), numeric))
+    if categorical:
+        transformers.append(("categorical", Pipeline(categorical_steps), categorical))
+    if not transformers:
+        raise ValueError("the frame has no feature columns")
+    return ColumnTransformer(transformers, sparse_threshold=0.0, verbose_feature_names_out=True)
