@@ -3,19 +3,28 @@
 import time
 
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.svm import SVC
 
-from stages.preprocess import TEST_FEATURES, TRAIN_FEATURES
+from stages.layout import layout
 from tandem import console, data, evaluation, io
 
 PARAMS = ("baselines", "fetch.target")
-METRICS = "metrics/baselines.json"
+TABULAR_PARAMS = (
+    "tabular.baselines",
+    "tabular.datasets.{name}.target",
+    "tabular.datasets.{name}.task",
+)
 
 
 def build_models(p) -> dict:
-    """Each baseline from its params.yaml entry."""
+    """Each USPS baseline from its params.yaml entry."""
     return {
         "logistic_regression": LogisticRegression(
             C=p.logistic_regression.C, max_iter=p.logistic_regression.max_iter
@@ -37,18 +46,57 @@ def build_models(p) -> dict:
     }
 
 
-def run(params) -> None:
-    target = params.fetch.target
-    X_train, y_train = data.xy(io.read_parquet(TRAIN_FEATURES), target)
-    X_test, y_test = data.xy(io.read_parquet(TEST_FEATURES), target)
+def build_tabular_models(p, task: str) -> dict:
+    """Linear model, random forest and gradient boosting for a tabular task."""
+    classify = task == "classification"
+    forest = RandomForestClassifier if classify else RandomForestRegressor
+    boosting = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+    linear = (
+        LogisticRegression(C=p.linear.C, max_iter=p.linear.max_iter)
+        if classify
+        else Ridge(alpha=p.linear.alpha)
+    )
+    return {
+        "logistic_regression" if classify else "ridge": linear,
+        "random_forest": forest(
+            n_estimators=p.random_forest.n_estimators,
+            max_depth=p.random_forest.max_depth,
+            n_jobs=-1,
+            random_state=p.seed,
+        ),
+        "hist_gradient_boosting": boosting(
+            max_iter=p.hist_gradient_boosting.max_iter,
+            learning_rate=p.hist_gradient_boosting.learning_rate,
+            early_stopping=p.hist_gradient_boosting.early_stopping,
+            random_state=p.seed,
+        ),
+    }
+
+
+def run(params, dataset: str | None = None) -> None:
+    paths = layout(dataset)
+    if dataset is None:
+        target, task = params.fetch.target, "classification"
+        models = build_models(params.baselines)
+    else:
+        spec = params.tabular.datasets[dataset]
+        target, task = spec.target, spec.task
+        models = build_tabular_models(params.tabular.baselines, task)
+    X_train, y_train = data.xy(io.read_parquet(paths.train_features), target)
+    X_test, y_test = data.xy(io.read_parquet(paths.test_features), target)
     results = {}
-    for name, model in build_models(params.baselines).items():
+    for name, model in models.items():
         with console.status(f"fitting {name}"):
             start = time.perf_counter()
             model.fit(X_train, y_train)
             fit_seconds = time.perf_counter() - start
+        if task == "classification":
             proba = model.predict_proba(X_test)
-        pred = model.classes_[proba.argmax(axis=1)]
-        scores = evaluation.classification_metrics(y_test.to_numpy(), pred, proba, model.classes_)
+            pred = model.classes_[proba.argmax(axis=1)]
+            scores = evaluation.classification_metrics(
+                y_test.to_numpy(), pred, proba, model.classes_
+            )
+        else:
+            scores = evaluation.regression_metrics(y_test.to_numpy(), model.predict(X_test))
         results[name] = {**scores, "fit_seconds": round(fit_seconds, 3)}
-    io.write_json(METRICS, results)
+    io.write_json(paths.baselines_metrics, results)

@@ -1,12 +1,12 @@
-"""evaluate: sklearn metrics on the test split, plot data for `dvc plots`, PNG figures."""
+"""evaluate: sklearn metrics on the test split, plot data for `dvc plots`, PNG figures (USPS)."""
 
-from stages.preprocess import TEST_FEATURES
-from stages.split import TEST
-from stages.train import MODEL
-from tandem import TorchClassifier, data, evaluation, io
+from pathlib import Path
+
+from stages.layout import layout
+from tandem import TorchClassifier, TorchRegressor, data, evaluation, features, io
 
 PARAMS = ("evaluate", "fetch.target")
-METRICS = "metrics/eval.json"
+TABULAR_PARAMS = ("tabular.datasets.{name}.target", "tabular.datasets.{name}.task")
 CONFUSION = "metrics/confusion.json"
 ROC_DIR = "metrics/roc"  # one JSON file of ROC points per class
 FIGURES = {
@@ -16,15 +16,23 @@ FIGURES = {
 }
 
 
-def run(params) -> None:
+def run(params, dataset: str | None = None) -> None:
+    paths = layout(dataset)
+    if dataset is not None:
+        spec = params.tabular.datasets[dataset]
+        X, y = data.xy(io.read_parquet(paths.test_features), spec.target)
+        io.write_json(paths.eval_metrics, score(paths, spec.task, X, y.to_numpy()))
+        return
     target = params.fetch.target
-    model = TorchClassifier.load(MODEL)
-    X, y = data.xy(io.read_parquet(TEST_FEATURES), target)
-    images, _ = data.xy(io.read_parquet(TEST), target)  # raw pixels, same rows as X
+    model = TorchClassifier.load(paths.model)
+    X, y = data.xy(io.read_parquet(paths.test_features), target)
+    images, _ = data.xy(io.read_parquet(paths.test), target)  # raw pixels, same rows as X
     y = y.to_numpy()
     proba = model.predict_proba(X)
     pred = model.classes_[proba.argmax(axis=1)]
-    io.write_json(METRICS, evaluation.classification_metrics(y, pred, proba, model.classes_))
+    io.write_json(
+        paths.eval_metrics, evaluation.classification_metrics(y, pred, proba, model.classes_)
+    )
     names = params.evaluate.label_names or {}
     shown = [names.get(str(v), str(v)) for v in y], [names.get(str(v), str(v)) for v in pred]
     io.write_json(CONFUSION, evaluation.confusion_rows(*shown))
@@ -39,3 +47,18 @@ def run(params) -> None:
         label_names=names,
     )  # fmt: skip
     evaluation.plot_learning_curves(model.history_, FIGURES["curves"])
+
+
+def score(paths, task: str, X, y) -> dict:
+    """Test metrics of a tabular model: classification as for USPS; regression MSE/RMSE/MAE/R²."""
+    if task == "classification":
+        model = TorchClassifier.load(paths.model)
+        proba = model.predict_proba(X)
+        pred = model.classes_[proba.argmax(axis=1)]
+        return evaluation.classification_metrics(y, pred, proba, model.classes_)
+    model = TorchRegressor.load(paths.model)
+    pred = model.predict(X)
+    if Path(paths.target_scaler).is_file():  # the model learnt a standardised target
+        scaler = features.load_transformer(paths.target_scaler)
+        pred = scaler.inverse_transform(pred.reshape(-1, 1)).ravel()
+    return evaluation.regression_metrics(y, pred)

@@ -1,22 +1,27 @@
 """split: stratified seeded train/test split (or USPS's original ordered split)."""
 
-from stages.fetch import RAW
+from stages.layout import layout
 from tandem import data, io
 
 PARAMS = ("split", "fetch.target")
-TRAIN = "data/split/train.parquet"
-TEST = "data/split/test.parquet"
+TABULAR_PARAMS = ("tabular.split", "tabular.datasets.{name}.target")
 
 
-def run(params) -> None:
-    p = params.split
+def run(params, dataset: str | None = None) -> None:
+    if dataset is None:
+        p, target = params.split, params.fetch.target
+        method, n_train = p.method, p.n_train
+    else:
+        p, target = params.tabular.split, params.tabular.datasets[dataset].target
+        method, n_train = "random", 0
+    paths = layout(dataset)
     train, test = data.split_frame(
-        io.read_parquet(RAW),
-        target=params.fetch.target,
-        method=p.method,
+        io.read_parquet(paths.raw),
+        target=target,
+        method=method,
         test_size=p.test_size,
         seed=p.seed,
-        n_train=p.n_train,
+        n_train=n_train,
     )
-    io.write_parquet(TRAIN, train)
-    io.write_parquet(TEST, test)
+    io.write_parquet(paths.train, train)
+    io.write_parquet(paths.test, test)

@@ -1,22 +1,27 @@
-"""train: TorchClassifier on the preprocessed features; DVCLive logs every epoch."""
+"""train: the torch estimator on the preprocessed features; DVCLive logs every epoch.
+
+USPS: TorchClassifier with the image module from params. Tabular: the `mlp` module in a
+TorchClassifier, or for regression a TorchRegressor on a standardised target
+(TransformedTargetRegressor), whose fitted target scaler is saved beside the model.
+"""
 
 import statistics
 
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.preprocessing import StandardScaler
+
 from dvclive import Live
-from stages.preprocess import TRAIN_FEATURES
-from tandem import TorchClassifier, console, data, io
+from stages.layout import layout
+from tandem import TorchClassifier, TorchRegressor, console, data, features, io
 from tandem.training import DVCLiveCallback
 
 PARAMS = ("train", "fetch.target")
-MODEL = "models/model"
-METRICS = "metrics/train.json"
-LIVE_DIR = "dvclive"
+TABULAR_PARAMS = ("tabular.train", "tabular.datasets.{name}.target", "tabular.datasets.{name}.task")
 
 
-def build_estimator(p, callbacks=()) -> TorchClassifier:
-    """The estimator exactly as params.yaml's train section describes it."""
-    return TorchClassifier(
-        module=p.module,
+def estimator_kwargs(p, callbacks=()) -> dict:
+    """The hyperparameters both params sections share, as estimator arguments."""
+    return dict(
         optimizer=p.optimizer,
         lr=p.lr,
         batch_size=p.batch_size,
@@ -28,28 +33,58 @@ def build_estimator(p, callbacks=()) -> TorchClassifier:
         random_state=p.seed,
         callbacks=list(callbacks),
         optimizer__weight_decay=p.weight_decay,
-        **{f"module__{key}": value for key, value in p.module_kwargs.items()},
     )
 
 
-def run(params) -> None:
-    p = params.train
-    X, y = data.xy(io.read_parquet(TRAIN_FEATURES), params.fetch.target)
-    with Live(dir=LIVE_DIR, save_dvc_exp=False, dvcyaml=False) as live:
-        est = build_estimator(p, [DVCLiveCallback(live), console.EpochProgress(p.max_epochs)])
+def build_estimator(p, callbacks=()) -> TorchClassifier:
+    """The USPS estimator exactly as params.yaml's train section describes it."""
+    module_kwargs = {f"module__{key}": value for key, value in p.module_kwargs.items()}
+    return TorchClassifier(module=p.module, **estimator_kwargs(p, callbacks), **module_kwargs)
+
+
+def build_tabular_estimator(p, task: str, callbacks=()):
+    module = dict(
+        module="mlp",
+        module__hidden_sizes=tuple(p.hidden_sizes),
+        module__dropout=p.dropout,
+        module__activation=p.activation,
+    )
+    if task == "classification":
+        return TorchClassifier(**module, **estimator_kwargs(p, callbacks))
+    regressor = TorchRegressor(**module, **estimator_kwargs(p, callbacks))
+    return TransformedTargetRegressor(regressor=regressor, transformer=StandardScaler())
+
+
+def run(params, dataset: str | None = None) -> None:
+    paths = layout(dataset)
+    if dataset is None:
+        p, target, task = params.train, params.fetch.target, "classification"
+    else:
+        spec, p = params.tabular.datasets[dataset], params.tabular.train
+        target, task = spec.target, spec.task
+    X, y = data.xy(io.read_parquet(paths.train_features), target)
+    with Live(dir=paths.live_dir, save_dvc_exp=False, dvcyaml=False) as live:
+        callbacks = [DVCLiveCallback(live), console.EpochProgress(p.max_epochs)]
+        if dataset is None:
+            est = build_estimator(p, callbacks)
+        else:
+            est = build_tabular_estimator(p, task, callbacks)
         est.fit(X, y)
-    est.set_params(callbacks=None).save(MODEL)
-    seconds = [record["seconds"] for record in est.history_]
+    torch_est = est.regressor_ if isinstance(est, TransformedTargetRegressor) else est
+    torch_est.set_params(callbacks=None).save(paths.model)
+    if isinstance(est, TransformedTargetRegressor):
+        features.save_transformer(est.transformer_, paths.target_scaler)
+    seconds = [record["seconds"] for record in torch_est.history_]
     io.write_json(
-        METRICS,
+        paths.train_metrics,
         {
-            "epochs": est.n_iter_,
-            "best_epoch": est.best_epoch_,
-            "fit_seconds": round(est.fit_seconds_, 3),
+            "epochs": torch_est.n_iter_,
+            "best_epoch": torch_est.best_epoch_,
+            "fit_seconds": round(torch_est.fit_seconds_, 3),
             "seconds_per_epoch": round(statistics.median(seconds), 4),
-            "device": str(est.device_),
+            "device": str(torch_est.device_),
             "best_valid_loss": min(
-                (r["valid_loss"] for r in est.history_ if "valid_loss" in r), default=None
+                (r["valid_loss"] for r in torch_est.history_ if "valid_loss" in r), default=None
             ),
         },
     )

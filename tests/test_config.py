@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from tandem.cli import restrict
+from tandem.cli import restrict, stage_params
 from tandem.config import ParamsError, apply_overrides, load_params, parse_override
 
 
@@ -79,19 +79,38 @@ def test_apply_overrides_does_not_mutate():
 
 
 def _dvc_stages() -> dict:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    """dvc.yaml's stages as (module name, dataset placeholder or None, stage body)."""
+    out = {}
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" in stage:
+            assert stage["foreach"] == "${tabular.datasets}", name
+            out[name] = (name.removeprefix("tabular-"), "${key}", stage["do"])
+        else:
+            out[name] = (name, None, stage)
+    return out
+
+
+def _module(name: str):
+    sys.path.insert(0, str(ROOT))
+    return importlib.import_module(f"stages.{name}")
 
 
 def test_every_stage_declares_exactly_the_params_it_reads():
-    """dvc.yaml's params list of each stage is the stage module's PARAMS, and each key exists."""
-    sys.path.insert(0, str(ROOT))
+    """dvc.yaml's params list of each stage is what the runner hands the stage, and each key
+    exists in params.yaml (for every tabular data set)."""
     params = load_params(ROOT / "params.yaml")
-    for name, stage in _dvc_stages().items():
-        module = importlib.import_module(f"stages.{name}")
-        assert tuple(stage.get("params", ())) == module.PARAMS, name
-        view = restrict(params, module.PARAMS)  # raises if a declared key does not exist
-        assert set(vars(view)) == {key.split(".")[0] for key in module.PARAMS}
-        assert stage["cmd"] == f"tandem {name}"
+    for name, (module_name, placeholder, stage) in _dvc_stages().items():
+        module = _module(module_name)
+        declared = tuple(stage.get("params", ()))
+        if placeholder is None:
+            assert declared == module.PARAMS, name
+            assert stage["cmd"] == f"tandem {module_name}"
+            restrict(params, module.PARAMS)  # raises if a declared key does not exist
+        else:
+            assert declared == tuple(k.replace("{name}", "${key}") for k in module.TABULAR_PARAMS)
+            assert stage["cmd"] == f"tandem {module_name} --dataset ${{key}}"
+            for dataset in params.tabular.datasets:
+                restrict(params, stage_params(module, dataset))
 
 
 def test_restricted_view_hides_undeclared_keys():
@@ -102,22 +121,35 @@ def test_restricted_view_hides_undeclared_keys():
         _ = view.fetch.data_id
     with pytest.raises(AttributeError):
         _ = view.train
+    view = restrict(params, ("tabular.datasets.kr-vs-kp.task", "tabular.split"))
+    assert view.tabular.datasets["kr-vs-kp"].task == "classification"
+    with pytest.raises(AttributeError):
+        _ = view.tabular.datasets["kr-vs-kp"].target
+    with pytest.raises(KeyError):
+        _ = view.tabular.datasets["adult"]
 
 
 def test_stage_outputs_match_dvc_yaml():
-    """The paths a stage module writes are the outs/metrics/plots dvc.yaml declares."""
-    sys.path.insert(0, str(ROOT))
-    for name, stage in _dvc_stages().items():
-        module = importlib.import_module(f"stages.{name}")
+    """Every path of the stage layout a stage writes is declared by dvc.yaml for that stage."""
+    from stages.layout import USPS, tabular
+
+    writes = {
+        "fetch": ("raw", "provenance"),
+        "split": ("train", "test"),
+        "preprocess": ("preprocessor", "train_features", "test_features"),
+        "train": ("model", "train_metrics"),
+        "evaluate": ("eval_metrics",),
+        "baselines": ("baselines_metrics",),
+    }
+    for name, (module_name, placeholder, stage) in _dvc_stages().items():
+        if module_name not in writes:
+            continue
+        paths = USPS if placeholder is None else tabular(placeholder)
         declared = set()
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind, []):
                 declared.add(entry if isinstance(entry, str) else next(iter(entry)))
-        written = {
-            v for k, v in vars(module).items()
-            if k.isupper() and isinstance(v, str) and "/" in v and k != "PARAMS"
-        }  # fmt: skip
-        written |= {v for k, v in vars(module).items() if k == "FIGURES" for v in v.values()}
-        own = {p for p in written if any(p == d or p.startswith(d + "/") for d in declared)}
-        deps = set(stage.get("deps", []))
-        assert own | (written & deps) == written, (name, written - own - deps)
+        for field in writes[module_name]:
+            assert getattr(paths, field) in declared, (name, field)
+        live = paths.live_dir + "/plots/metrics"
+        assert (live in declared) == (module_name == "train"), name

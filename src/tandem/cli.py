@@ -25,7 +25,9 @@ STAGES = {
     "evaluate": "Evaluate the model on test: metrics, plot data and figures.",
     "baselines": "Fit the classical sklearn baselines on the same features.",
     "compare": "Compare the torch model with the baselines (table + chart).",
+    "summary": "Summarise every tabular data set and model (table + chart).",
 }
+PER_DATASET = ("fetch", "split", "preprocess", "train", "evaluate", "baselines")
 
 app = typer.Typer(
     help="tandem: scikit-learn and PyTorch in tandem under DVC. Stage commands run what "
@@ -49,18 +51,38 @@ def project_root(start: Path | None = None) -> Path:
     raise StageError(f"no tandem project (dvc.yaml + stages/) in {start} or above")
 
 
-def restrict(params: Any, keys: tuple[str, ...]) -> SimpleNamespace:
-    """A view of ``params`` that holds only the declared keys (``section`` or ``section.key``)."""
-    view: dict[str, Any] = {}
+class View(SimpleNamespace):
+    """Part of the params: attributes, and ``view[name]`` for mapping keys (data set names)."""
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+
+def restrict(params: Any, keys: tuple[str, ...]) -> View:
+    """A view of ``params`` holding only the declared dotted keys (any depth), nothing else."""
+    view = View()
     for key in keys:
-        section, _, field = key.partition(".")
-        value = getattr(params, section)
-        if not field:
-            view[section] = value
-        else:
-            ns = view.setdefault(section, SimpleNamespace())
-            setattr(ns, field, getattr(value, field))
-    return SimpleNamespace(**view)
+        parts = key.split(".")
+        value, node = params, view
+        for depth, part in enumerate(parts):
+            value = value[part] if isinstance(value, dict) else getattr(value, part)
+            if depth < len(parts) - 1:
+                if not hasattr(node, part):
+                    setattr(node, part, View())
+                node = getattr(node, part)
+            else:
+                setattr(node, part, value)
+    return view
+
+
+def stage_params(stage: Any, dataset: str | None) -> tuple[str, ...]:
+    """The params keys a stage declares: its PARAMS, or for a tabular data set TABULAR_PARAMS."""
+    if dataset is None:
+        return stage.PARAMS
+    return tuple(key.replace("{name}", dataset) for key in stage.TABULAR_PARAMS)
 
 
 def load_stage(name: str, root: Path):
@@ -69,7 +91,9 @@ def load_stage(name: str, root: Path):
     return importlib.import_module(f"stages.{name}")
 
 
-def run_stage(name: str, params_file: Path, overrides: list[str]) -> None:
+def run_stage(
+    name: str, params_file: Path, overrides: list[str], dataset: str | None = None
+) -> None:
     """Validate params first (nothing is written on a bad key), then run the stage."""
     from tandem.console import console
 
@@ -77,6 +101,11 @@ def run_stage(name: str, params_file: Path, overrides: list[str]) -> None:
         root = project_root()
         params_path = params_file if params_file.is_absolute() else Path.cwd() / params_file
         params = load_params(params_path, overrides)
+        if dataset is not None and dataset not in params.tabular.datasets:
+            raise ParamsError(
+                f"unknown data set {dataset!r}; "
+                f"tabular.datasets has {list(params.tabular.datasets)}"
+            )
     except (ParamsError, StageError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
         raise typer.Exit(2) from None
@@ -85,7 +114,7 @@ def run_stage(name: str, params_file: Path, overrides: list[str]) -> None:
     os.chdir(root)  # stage paths are relative to the project root, as in dvc.yaml
     stage = load_stage(name, root)
     try:
-        stage.run(restrict(params, stage.PARAMS))
+        stage.run(restrict(params, stage_params(stage, dataset)), dataset)
     except (ValueError, FileNotFoundError, TypeError) as exc:
         console.print(f"[red]error in stage {name}:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
@@ -100,9 +129,26 @@ SetOption = Annotated[
 ]
 
 
+DatasetOption = Annotated[
+    str | None,
+    typer.Option("--dataset", help="run for this tabular data set (tabular.datasets.NAME)"),
+]
+
+
 def _add_stage_command(name: str, help_text: str) -> None:
-    def command(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
-        run_stage(name, params, set_ or [])
+    if name in PER_DATASET:
+
+        def command(
+            params: ParamsOption = Path("params.yaml"),
+            set_: SetOption = None,
+            dataset: DatasetOption = None,
+        ) -> None:
+            run_stage(name, params, set_ or [], dataset)
+
+    else:
+
+        def command(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
+            run_stage(name, params, set_ or [])
 
     command.__name__ = name
     app.command(name, help=help_text)(command)

@@ -94,6 +94,61 @@ class BaselinesParams(Section):
     hist_gradient_boosting: HistGradientBoostingParams
 
 
+class TabularDataset(Section):
+    data_id: int = Field(gt=0)
+    target: str
+    task: Literal["classification", "regression"]
+    drop: list[str] = Field(description="columns removed before preprocessing (ids, leaks)")
+
+
+class TabularSplitParams(Section):
+    test_size: float = Field(gt=0, lt=1)
+    seed: int
+
+
+class TabularPreprocessParams(Section):
+    numeric_imputer: Literal["median", "mean", "knn"]
+    scaler: Literal["standard", "minmax", "robust", "none"]
+    min_frequency: int | float | None = Field(description="rarer categories are grouped")
+
+
+class TabularTrainParams(Section):
+    hidden_sizes: list[int]
+    dropout: float = Field(ge=0, lt=1)
+    activation: str
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    max_epochs: int = Field(ge=1)
+    patience: int | None = Field(ge=1)
+    validation_fraction: float = Field(ge=0, lt=1)
+    lr_schedule: Literal["onecycle", "cosine"] | None
+    seed: int
+    device: str
+
+
+class LinearParams(Section):
+    C: float = Field(gt=0, description="LogisticRegression's inverse regularisation")
+    alpha: float = Field(gt=0, description="Ridge's regularisation")
+    max_iter: int = Field(ge=1)
+
+
+class TabularBaselinesParams(Section):
+    seed: int
+    linear: LinearParams
+    random_forest: RandomForestParams
+    hist_gradient_boosting: HistGradientBoostingParams
+
+
+class TabularParams(Section):
+    datasets: dict[str, TabularDataset]
+    split: TabularSplitParams
+    preprocess: TabularPreprocessParams
+    train: TabularTrainParams
+    baselines: TabularBaselinesParams
+
+
 class Params(Section):
     fetch: FetchParams
     split: SplitParams
@@ -101,6 +156,7 @@ class Params(Section):
     train: TrainParams
     evaluate: EvaluateParams
     baselines: BaselinesParams
+    tabular: TabularParams
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -28,6 +28,9 @@ class EpochProgress:
         self.total, self.description = total, description
         self._progress: Any = None
 
+    def __deepcopy__(self, memo: dict) -> EpochProgress:
+        return self  # one progress display, shared by clones (see DVCLiveCallback)
+
     def on_train_begin(self, estimator: Any) -> None:
         if not console.is_terminal:
             return

@@ -72,6 +72,11 @@ class DVCLiveCallback:
     def __init__(self, live: Any):
         self.live = live
 
+    def __deepcopy__(self, memo: dict) -> DVCLiveCallback:
+        # a handle on one external logger: sklearn's clone (e.g. inside TransformedTargetRegressor
+        # or GridSearchCV) must keep logging to the same Live, not copy it
+        return self
+
     def on_epoch_end(self, estimator: Any, record: dict) -> None:
         for key, value in record.items():
             if key not in self.skip and value is not None:
