@@ -16,6 +16,9 @@ from conftest import ROOT, SHARED_CACHE, tool_env
 pytestmark = pytest.mark.slow
 
 STAGES = {"fetch", "split", "preprocess", "train", "evaluate", "baselines", "compare"}
+DATASETS = ("adult", "titanic", "kr-vs-kp", "cpu")
+PER_DATASET = ("fetch", "split", "preprocess", "train", "evaluate", "baselines")
+TABULAR = {f"tabular-{s}@{d}" for s in PER_DATASET for d in DATASETS} | {"summary"}
 
 # the real pipeline with smaller numbers, so the whole file runs in a few minutes on 2 cores
 SMALL = {
@@ -23,6 +26,9 @@ SMALL = {
               "lr_schedule": None, "patience": None},
     "baselines": {"logistic_regression": {"max_iter": 30}, "random_forest": {"n_estimators": 10},
                   "hist_gradient_boosting": {"max_iter": 5}},
+    "tabular": {"train": {"max_epochs": 2},
+                "baselines": {"random_forest": {"n_estimators": 10},
+                              "hist_gradient_boosting": {"max_iter": 5}}},
 }  # fmt: skip
 
 
@@ -52,8 +58,11 @@ def set_params(repo: Path, **changes) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
     for dotted, value in changes.items():
-        section, key = dotted.split("__")
-        params[section][key] = value
+        *parents, key = dotted.split("__")
+        node = params
+        for part in parents:
+            node = node[part]
+        node[key] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -94,7 +103,7 @@ def commit(repo: Path, env: dict, message: str) -> None:
 
 def test_full_run_then_partial_reruns(pipeline_repo):
     repo, env = pipeline_repo
-    assert repro(repo, env) == STAGES
+    assert repro(repo, env) == STAGES | TABULAR
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
     assert set(metrics) >= {"accuracy", "balanced_accuracy", "precision_macro", "recall_macro",
                             "f1_macro", "roc_auc_ovr", "log_loss"}  # fmt: skip
@@ -128,6 +137,29 @@ def test_full_run_then_partial_reruns(pipeline_repo):
     out = run(["dvc", "metrics", "show", "--json"], repo, env).stdout
     assert "metrics/eval.json" in out
     commit(repo, env, "second run")
+
+
+def test_tabular_branch_reruns_only_the_changed_data_set(pipeline_repo):
+    repo, env = pipeline_repo
+    if not (repo / "metrics" / "tabular_summary.json").is_file():
+        repro(repo, env)
+    summary = json.loads((repo / "metrics" / "tabular_summary.json").read_text())
+    assert set(summary) == set(DATASETS)
+    assert set(summary["cpu"]) == {"torch_mlp", "ridge", "random_forest", "hist_gradient_boosting"}
+    assert {"mse", "rmse", "mae", "r2"} <= set(summary["cpu"]["torch_mlp"])
+    assert "accuracy" in summary["adult"]["torch_mlp"]
+    assert (repo / "reports" / "tabular_summary.csv").read_text().startswith("dataset,model,")
+
+    drop = ["name", "ticket", "cabin", "home.dest", "boat", "body", "fare"]
+    set_params(repo, tabular__datasets__titanic__drop=drop)
+    ran = repro(repo, env)
+    assert ran == {f"tabular-{s}@titanic" for s in ("preprocess", "train", "evaluate",
+                                                    "baselines")} | {"summary"}  # fmt: skip
+
+    set_params(repo, tabular__datasets__titanic__drop=[*drop, "no_such_column"])
+    bad = run(["dvc", "repro"], repo, env, check=False)
+    assert bad.returncode != 0 and "no_such_column" in bad.stdout + bad.stderr
+    set_params(repo, tabular__datasets__titanic__drop=drop)  # leave the repo valid
 
 
 def test_exp_run_and_show(pipeline_repo):
