@@ -43,9 +43,9 @@ class PreprocessParams(Section):
     pca: int | float | None = Field(description="PCA n_components; null disables PCA")
 
 
-class TrainParams(Section):
-    module: str
-    module_kwargs: dict[str, Any]
+class TrainingParams(Section):
+    """What every torch training section shares: the estimator's hyperparameters."""
+
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
@@ -56,6 +56,11 @@ class TrainParams(Section):
     lr_schedule: Literal["onecycle", "cosine"] | None
     seed: int
     device: str
+
+
+class TrainParams(TrainingParams):
+    module: str
+    module_kwargs: dict[str, Any]
 
 
 class EvaluateParams(Section):
@@ -112,20 +117,10 @@ class TabularPreprocessParams(Section):
     min_frequency: int | float | None = Field(description="rarer categories are grouped")
 
 
-class TabularTrainParams(Section):
+class TabularTrainParams(TrainingParams):
     hidden_sizes: list[int]
     dropout: float = Field(ge=0, lt=1)
     activation: str
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
-    lr: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    batch_size: int = Field(ge=1)
-    max_epochs: int = Field(ge=1)
-    patience: int | None = Field(ge=1)
-    validation_fraction: float = Field(ge=0, lt=1)
-    lr_schedule: Literal["onecycle", "cosine"] | None
-    seed: int
-    device: str
 
 
 class LinearParams(Section):
