@@ -51,7 +51,10 @@ SAVE_FORMAT = "tandem-estimator/1"
 # parameter values save() can store as JSON (numpy scalars from a search grid included)
 JSON_TYPES = (str, int, float, bool, type(None), list, tuple, dict, np.generic)
 CONFIG_KEYS = ("estimator", "params", "module_spec", "n_features_in", "feature_names_in",
-               "n_outputs", "history", "best_epoch", "fit_seconds")  # fmt: skip
+               "n_outputs", "history", "best_epoch")  # fmt: skip
+# wall-clock facts of one run: kept out of saved models so that the same data, params and code
+# give a byte-identical artifact (and DVC can skip what depends on it)
+TIMING_KEYS = ("seconds",)
 
 
 def _lookup(kind: str, value: Any, table: dict[str, Any]) -> Any:
@@ -420,9 +423,11 @@ class _TorchEstimator(BaseEstimator):
                 else None
             ),
             "n_outputs": int(self.n_outputs_),
-            "history": self.history_,
+            "history": [
+                {k: v for k, v in record.items() if k not in TIMING_KEYS}
+                for record in self.history_
+            ],
             "best_epoch": self.best_epoch_,
-            "fit_seconds": self.fit_seconds_,
             "torch_version": torch.__version__,
             **self._extra_config(),
         }
@@ -503,7 +508,7 @@ class _TorchEstimator(BaseEstimator):
         est.history_ = config["history"]
         est.n_iter_ = len(est.history_)
         est.best_epoch_ = config["best_epoch"]
-        est.fit_seconds_ = config["fit_seconds"]
+        est.fit_seconds_ = None  # not stored: see TIMING_KEYS
         est._seed = training.seed_from(None)
         return est
 
