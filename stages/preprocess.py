@@ -1,7 +1,7 @@
 """preprocess: fit the preprocessor on train only, transform both, persist it (skops).
 
 USPS: a scaler (+ optional PCA) over the pixels. Tabular: a ColumnTransformer chosen from the
-column types (imputers, scaler, one-hot encoding).
+column types (imputers, scaler, optional piecewise-linear bins, one-hot encoding).
 """
 
 from stages.layout import layout
@@ -34,8 +34,12 @@ def run(params, dataset: str | None = None) -> None:
             numeric_imputer=p.numeric_imputer,
             scaler=p.scaler,
             min_frequency=p.min_frequency,
+            numeric_encoding=p.numeric_encoding,
+            n_bins=p.n_bins,
+            task=spec.task,
         ).set_output(transform="pandas")
-    train_features = prep.fit_transform(X_train).assign(**{target: y_train.to_numpy()})
+    # y is passed so that target-aware encodings (piecewise-linear bins) see it; train only
+    train_features = prep.fit_transform(X_train, y_train).assign(**{target: y_train.to_numpy()})
     test_features = prep.transform(X_test).assign(**{target: y_test.to_numpy()})
     features.save_transformer(prep, paths.preprocessor)
     io.write_parquet(paths.train_features, train_features)

@@ -12,11 +12,11 @@ from sklearn.preprocessing import StandardScaler
 
 from dvclive import Live
 from stages.layout import layout
-from tandem import TorchClassifier, TorchRegressor, console, data, features, io
+from tandem import TorchClassifier, TorchRegressor, config, console, data, features, io
 from tandem.training import DVCLiveCallback
 
 PARAMS = ("train", "fetch.target")
-TABULAR_PARAMS = ("tabular.train", "tabular.datasets.{name}.target", "tabular.datasets.{name}.task")
+TABULAR_PARAMS = ("tabular.train", "tabular.datasets.{name}")
 
 
 def estimator_kwargs(p, callbacks=()) -> dict:
@@ -60,7 +60,8 @@ def run(params, dataset: str | None = None) -> None:
     if dataset is None:
         p, target, task = params.train, params.fetch.target, "classification"
     else:
-        spec, p = params.tabular.datasets[dataset], params.tabular.train
+        spec = params.tabular.datasets[dataset]
+        p = config.tabular_train(params.tabular.train, spec.train)  # with the set's overrides
         target, task = spec.target, spec.task
     X, y = data.xy(io.read_parquet(paths.train_features), target)
     with Live(dir=paths.live_dir, save_dvc_exp=False, dvcyaml=False) as live:

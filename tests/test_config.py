@@ -153,3 +153,16 @@ def test_stage_outputs_match_dvc_yaml():
             assert getattr(paths, field) in declared, (name, field)
         live = paths.live_dir + "/plots/metrics"
         assert (live in declared) == (module_name == "train"), name
+
+
+def test_tabular_train_overrides_per_data_set():
+    from tandem.config import tabular_train
+
+    params = load_params(ROOT / "params.yaml", ["tabular.datasets.adult.train={max_epochs: 3}"])
+    merged = tabular_train(params.tabular.train, params.tabular.datasets["adult"].train)
+    assert merged.max_epochs == 3 and merged.lr == params.tabular.train.lr
+    with pytest.raises(ParamsError) as info:
+        load_params(ROOT / "params.yaml", ["tabular.datasets.adult.train={max_epoch: 3, lr: x}"])
+    message = str(info.value)
+    assert "tabular.datasets.adult.train.max_epoch: unknown key" in message
+    assert "tabular.datasets.adult.train.lr:" in message

@@ -127,3 +127,47 @@ def test_tabular_bad_options_are_named():
         build_tabular_preprocessor(_mixed(), numeric_imputer="mode")
     with pytest.raises(ValueError, match="'zscore'"):
         build_tabular_preprocessor(_mixed(), scaler="zscore")
+    with pytest.raises(ValueError, match="'splines'"):
+        build_tabular_preprocessor(_mixed(), numeric_encoding="splines")
+
+
+def test_piecewise_linear_encoding_by_hand():
+    from tandem.features import PiecewiseLinearEncoder
+
+    X = np.array([[0.0], [1.0], [2.0], [3.0], [4.0]])
+    enc = PiecewiseLinearEncoder(n_bins=4).fit(X)  # no y: quantile edges 0, 1, 2, 3, 4
+    np.testing.assert_array_equal(enc.edges_[0], [0, 1, 2, 3, 4])
+    out = enc.transform(np.array([[-1.0], [1.5], [9.0]]))
+    # below every bin: all 0; inside bin 2: 1, 0.5, 0, 0; beyond the last: all 1
+    np.testing.assert_array_equal(out, [[0, 0, 0, 0], [1, 0.5, 0, 0], [1, 1, 1, 1]])
+    assert list(enc.get_feature_names_out(["x"])) == ["x_bin0", "x_bin1", "x_bin2", "x_bin3"]
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_piecewise_linear_bins_follow_the_target(task):
+    """With y, the bin edges are where the target changes, not where the quantiles fall."""
+    from tandem.features import PiecewiseLinearEncoder
+
+    rng = np.random.RandomState(0)
+    x = rng.uniform(0, 100, (2000, 1))
+    step = (x[:, 0] > 73.0).astype(int)
+    y = np.where(step, "yes", "no") if task == "classification" else step * 10.0
+    edges = PiecewiseLinearEncoder(n_bins=2, min_samples_leaf=20, task=task).fit(x, y).edges_[0]
+    assert len(edges) == 3 and abs(edges[1] - 73.0) < 1.0
+
+
+def test_tabular_piecewise_linear_preprocessor_round_trip(tmp_path):
+    from tandem.features import build_tabular_preprocessor
+
+    train, test = _mixed(200), _mixed(50, seed=1)
+    y = np.where(train["age"].fillna(40) > 40, "old", "young")
+    ct = build_tabular_preprocessor(train, numeric_encoding="piecewise_linear", n_bins=4)
+    out = ct.set_output(transform="pandas").fit_transform(train, y)
+    names = list(out.columns)
+    assert names[:2] == ["numeric__age", "numeric__fare"]
+    assert "numeric_bins__age_bin0" in names and not out.isna().any().any()
+    bins = out.filter(like="numeric_bins__")
+    assert bins.shape[1] >= 4 and ((bins >= 0) & (bins <= 1)).all().all()
+    # tandem's own encoder is on the trusted list: the skops round trip loads it, same output
+    path = save_transformer(ct, tmp_path / "ct.skops")
+    pd.testing.assert_frame_equal(load_transformer(path).transform(test), ct.transform(test))

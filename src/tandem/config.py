@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ParamsError(ValueError):
@@ -104,6 +104,10 @@ class TabularDataset(Section):
     target: str
     task: Literal["classification", "regression"]
     drop: list[str] = Field(description="columns removed before preprocessing (ids, leaks)")
+    train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="this data set's overrides of tabular.train (e.g. {max_epochs: 30})",
+    )
 
 
 class TabularSplitParams(Section):
@@ -115,6 +119,10 @@ class TabularPreprocessParams(Section):
     numeric_imputer: Literal["median", "mean", "knn"]
     scaler: Literal["standard", "minmax", "robust", "none"]
     min_frequency: int | float | None = Field(description="rarer categories are grouped")
+    numeric_encoding: Literal["none", "piecewise_linear"] = Field(
+        description="piecewise_linear adds target-aware bin encodings of the numeric columns"
+    )
+    n_bins: int = Field(ge=2, description="bins per numeric column for piecewise_linear")
 
 
 class TabularTrainParams(TrainingParams):
@@ -136,12 +144,31 @@ class TabularBaselinesParams(Section):
     hist_gradient_boosting: HistGradientBoostingParams
 
 
+def tabular_train(base: TabularTrainParams, overrides: dict[str, Any]) -> TabularTrainParams:
+    """tabular.train with one data set's overrides applied, validated like the section itself."""
+    return TabularTrainParams.model_validate(base.model_dump() | dict(overrides))
+
+
 class TabularParams(Section):
     datasets: dict[str, TabularDataset]
     split: TabularSplitParams
     preprocess: TabularPreprocessParams
     train: TabularTrainParams
     baselines: TabularBaselinesParams
+
+    @model_validator(mode="after")
+    def _check_train_overrides(self) -> TabularParams:
+        for name, spec in self.datasets.items():
+            try:
+                tabular_train(self.train, spec.train)
+            except ValidationError as exc:
+                problems = "\n  ".join(
+                    f"tabular.datasets.{name}.train.{'.'.join(map(str, e['loc']))}: "
+                    + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+                    for e in exc.errors()
+                )
+                raise ValueError(problems) from None
+        return self
 
 
 class Params(Section):
@@ -194,6 +221,9 @@ def _describe(error: dict) -> str:
         return f"{key}: unknown key"
     if error["type"] == "missing":
         return f"{key}: missing"
+    if error["type"] == "value_error":  # a validator's message; ours name the full key paths
+        message = error["msg"].removeprefix("Value error, ")
+        return message if message.startswith(f"{key}.") else f"{key}: {message}"
     return f"{key}: {error['msg']} (got {error.get('input')!r})"
 
 
