@@ -15,9 +15,9 @@ from conftest import ROOT, SHARED_CACHE, tool_env
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"fetch", "split", "preprocess", "train", "evaluate", "baselines", "compare"}
+STAGES = {"fetch", "split", "preprocess", "train", "evaluate", "export", "baselines", "compare"}
 DATASETS = ("adult", "titanic", "kr-vs-kp", "cpu")
-PER_DATASET = ("fetch", "split", "preprocess", "train", "evaluate", "baselines")
+PER_DATASET = ("fetch", "split", "preprocess", "train", "evaluate", "export", "baselines")
 TABULAR = {f"tabular-{s}@{d}" for s in PER_DATASET for d in DATASETS} | {"summary"}
 
 # the real pipeline with smaller numbers, so the whole file runs in a few minutes on 2 cores
@@ -126,10 +126,11 @@ def test_full_run_then_partial_reruns(pipeline_repo):
     commit(repo, env, "first run")
 
     set_params(repo, train__lr=0.002)
-    assert repro(repo, env) == {"train", "evaluate", "compare"}
+    assert repro(repo, env) == {"train", "evaluate", "export", "compare"}
 
     set_params(repo, preprocess__scaler="minmax")
-    assert repro(repo, env) == {"preprocess", "train", "evaluate", "baselines", "compare"}
+    assert repro(repo, env) == {"preprocess", "train", "evaluate", "export", "baselines",
+                                 "compare"}  # fmt: skip
 
     set_params(repo, split__seed=12)
     assert repro(repo, env) == STAGES - {"fetch"}
@@ -153,7 +154,7 @@ def test_tabular_branch_reruns_only_the_changed_data_set(pipeline_repo):
     drop = ["name", "ticket", "cabin", "home.dest", "boat", "body", "fare"]
     set_params(repo, tabular__datasets__titanic__drop=drop)
     ran = repro(repo, env)
-    assert ran == {f"tabular-{s}@titanic" for s in ("preprocess", "train", "evaluate",
+    assert ran == {f"tabular-{s}@titanic" for s in ("preprocess", "train", "evaluate", "export",
                                                     "baselines")} | {"summary"}  # fmt: skip
 
     set_params(repo, tabular__datasets__titanic__drop=[*drop, "no_such_column"])

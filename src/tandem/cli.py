@@ -26,8 +26,9 @@ STAGES = {
     "baselines": "Fit the classical sklearn baselines on the same features.",
     "compare": "Compare the torch model with the baselines (table + chart).",
     "summary": "Summarise every tabular data set and model (table + chart).",
+    "export": "Export preprocessor + network as one ONNX file (checked vs Python) + TorchScript.",
 }
-PER_DATASET = ("fetch", "split", "preprocess", "train", "evaluate", "baselines")
+PER_DATASET = ("fetch", "split", "preprocess", "train", "evaluate", "baselines", "export")
 
 app = typer.Typer(
     help="tandem: scikit-learn and PyTorch in tandem under DVC. Stage commands run what "
@@ -167,6 +168,67 @@ def check(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) ->
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"{params}: ok")
+
+
+ModelDirOption = Annotated[
+    Path,
+    typer.Option("--model-dir", help="models/ (USPS) or models/tabular/NAME (a tabular set)"),
+]
+BackendOption = Annotated[
+    str, typer.Option("--backend", help="onnx (model.onnx in onnxruntime) or torch")
+]
+
+
+@app.command()
+def predict(
+    input: Annotated[Path, typer.Argument(help="CSV or parquet rows, a PNG, or a folder of PNGs")],
+    model_dir: ModelDirOption = Path("models"),
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="predictions file: .csv, .parquet or .json"),
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="torch or onnx")] = "torch",
+) -> None:
+    """Predict labels and class probabilities for new data with the trained pipeline."""
+    from tandem import inference
+
+    try:
+        if backend not in ("torch", "onnx"):
+            raise inference.InputError(f"--backend must be torch or onnx; got {backend!r}")
+        if output is not None:
+            inference.check_output_path(output)
+        result = inference.predict_file(input, model_dir, backend=backend)
+    except (inference.InputError, FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if output is None:
+        typer.echo(result.to_csv(index=False), nl=False)
+    else:
+        inference.write_predictions(result, output)
+        typer.echo(f"{len(result)} predictions -> {output}", err=True)
+
+
+@app.command()
+def serve(
+    model_dir: ModelDirOption = Path("models"),
+    backend: BackendOption = "onnx",
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    max_batch: Annotated[int, typer.Option(help="largest batch /predict accepts")] = 1024,
+    threads: Annotated[int, typer.Option(help="inference threads (0: library default)")] = 0,
+) -> None:
+    """Serve the model over HTTP (FastAPI): /predict, /health, /metadata."""
+    try:
+        from tandem.serve import serve as run_server
+    except ImportError as exc:
+        typer.echo(f"error: {exc}; install the serve extra: pip install 'tandem[serve]'", err=True)
+        raise typer.Exit(1) from None
+    try:
+        run_server(model_dir, backend=backend, host=host, port=port, max_batch=max_batch,
+                   threads=threads)  # fmt: skip
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

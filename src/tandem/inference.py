@@ -1,0 +1,408 @@
+"""Use a trained pipeline on new data: load the artifacts, check the input, predict, write.
+
+A model directory is what the pipeline writes for one data set (``models/`` for USPS,
+``models/tabular/<name>/`` for a tabular set): ``preprocessor.skops`` (the fitted sklearn
+preprocessor, read by skops with trusted types only) and ``model/`` (the torch estimator: JSON +
+safetensors), and after the export stage ``model.onnx``. Loading never unpickles anything.
+
+The same checks guard every route in (``tandem predict``, ``tandem serve``, the export parity
+check): missing columns are named, numbers must be numbers, and images are turned into rows
+exactly the way USPS's pixels are scaled (16x16, light ink on a dark background, each image
+stretched to [-1, 1]).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tandem import features, io
+from tandem.estimators import TorchClassifier, TorchRegressor
+
+PREPROCESSOR = "preprocessor.skops"
+MODEL = "model"
+TARGET_SCALER = "model/target_scaler.skops"
+ONNX_FILE = "model.onnx"
+TORCHSCRIPT_FILE = "model.torchscript.pt"
+IMAGE_SIDE = 16
+IMAGE_SUFFIXES = (".png",)
+TABLE_SUFFIXES = (".csv", ".parquet")
+OUTPUT_SUFFIXES = (".csv", ".parquet", ".json")
+METADATA_KEY = "tandem"  # the ONNX file's metadata entry (JSON) written by tandem.export
+
+
+class InputError(ValueError):
+    """The data handed to a model is unusable; the message names the column, row or file."""
+
+
+@dataclass
+class Pipeline:
+    """A fitted preprocessor and torch estimator read from one model directory."""
+
+    model_dir: Path
+    preprocessor: Any
+    estimator: TorchClassifier | TorchRegressor
+    target_scaler: Any = None
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return "classification" if isinstance(self.estimator, TorchClassifier) else "regression"
+
+    @property
+    def classes(self) -> list[Any] | None:
+        if self.task != "classification":
+            return None
+        return [c.item() if isinstance(c, np.generic) else c for c in self.estimator.classes_]
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The raw input columns, in the order the preprocessor was fitted on."""
+        return [str(c) for c in self.preprocessor.feature_names_in_]
+
+    @property
+    def is_image(self) -> bool:
+        """USPS-like: IMAGE_SIDE² numeric pixel columns and no column transformer."""
+        return not self.categorical and len(self.feature_names) == IMAGE_SIDE**2
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Class probabilities (classification) or predictions (regression), float64."""
+        X = self.preprocessor.transform(prepare_frame(frame, self))
+        if self.task == "classification":
+            return self.estimator.predict_proba(X)
+        pred = self.estimator.predict(X)
+        if self.target_scaler is not None:
+            pred = self.target_scaler.inverse_transform(np.reshape(pred, (-1, 1))).ravel()
+        return pred
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return result_frame(self, self.predict_proba(frame))
+
+
+def column_kinds_of(preprocessor) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) raw columns of a fitted preprocessor.
+
+    A ColumnTransformer says which column went to which branch; anything else (USPS's scaler
+    pipeline) takes only numbers.
+    """
+    names = [str(c) for c in preprocessor.feature_names_in_]
+    transformers = getattr(preprocessor, "transformers_", None)
+    if transformers is None:
+        return names, []
+    categorical = []
+    for branch, _, columns in transformers:
+        if branch == "categorical":
+            categorical.extend(str(c) for c in columns)
+    return [n for n in names if n not in categorical], [n for n in names if n in categorical]
+
+
+def load(model_dir: str | Path) -> Pipeline:
+    """Read a model directory (skops with trusted types + safetensors; no pickle)."""
+    model_dir = Path(model_dir)
+    model_path = model_dir / MODEL
+    if not (model_dir / PREPROCESSOR).is_file() or not (model_path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{model_dir} is not a model directory: it needs {PREPROCESSOR} and {MODEL}/ "
+            "(models/ for USPS, models/tabular/<name>/ for a tabular data set)"
+        )
+    config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
+    cls = TorchRegressor if config.get("estimator") == "TorchRegressor" else TorchClassifier
+    estimator = cls.load(model_path, device="cpu")
+    preprocessor = features.load_transformer(model_dir / PREPROCESSOR)
+    scaler_path = model_dir / TARGET_SCALER
+    scaler = features.load_transformer(scaler_path) if scaler_path.is_file() else None
+    if not hasattr(preprocessor, "feature_names_in_"):
+        raise ValueError(f"{model_dir / PREPROCESSOR} is not a fitted tandem preprocessor")
+    numeric, categorical = column_kinds_of(preprocessor)
+    return Pipeline(model_dir, preprocessor, estimator, scaler, numeric, categorical)
+
+
+class OnnxModel:
+    """An exported model run by onnxruntime, fed from a frame of raw columns."""
+
+    def __init__(self, path: str | Path, *, threads: int | None = None):
+        import onnx
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path} does not exist: run `tandem export` first")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(self.path), options, providers=["CPUExecutionProvider"]
+        )
+        proto = onnx.load(str(self.path), load_external_data=False)
+        props = {p.key: p.value for p in proto.metadata_props}
+        if METADATA_KEY not in props:
+            raise ValueError(f"{self.path} was not written by tandem export (no metadata)")
+        self.meta = json.loads(props[METADATA_KEY])
+        self.task = self.meta["task"]
+        self.classes = self.meta["classes"]
+        self.feature_names = self.meta["feature_names"]
+        self.numeric = self.meta["numeric"]
+        self.categorical = self.meta["categorical"]
+
+    def feeds(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Onnxruntime inputs from a frame already checked by ``prepare_frame``."""
+        if self.meta["layout"] == "matrix":
+            return {"features": X[self.feature_names].to_numpy(dtype=np.float32)}
+        inputs = dict(zip(self.feature_names, self.meta["input_names"], strict=True))
+        out = {}
+        for name in self.numeric:
+            out[inputs[name]] = X[name].to_numpy(dtype=np.float32).reshape(-1, 1)
+        for name in self.categorical:
+            values = ["" if not isinstance(v, str) else v for v in X[name]]
+            out[inputs[name]] = np.asarray(values, dtype=object).reshape(-1, 1)
+        return out
+
+    def run(self, X: pd.DataFrame) -> np.ndarray:
+        """Probabilities (N, n_classes) or predictions (N,), float32."""
+        name = "probabilities" if self.task == "classification" else "prediction"
+        return self.session.run([name], self.feeds(X))[0]
+
+
+def predict_file(
+    path: str | Path, model_dir: str | Path, *, backend: str = "torch"
+) -> pd.DataFrame:
+    """Predictions for a CSV/parquet/PNG input: ``prediction``, ``proba_<class>``...
+
+    A ``file`` column (images) or an ``id`` column in the input is carried over.
+    """
+    pipe = load(model_dir)
+    frame = read_input(path, pipe)
+    X = prepare_frame(frame, pipe)
+    if backend == "onnx":
+        proba = OnnxModel(Path(model_dir) / ONNX_FILE).run(X).astype(np.float64)
+    else:
+        proba = pipe.predict_proba(X)
+    result = result_frame(pipe, proba)
+    for key in ("id", "file"):
+        if key in frame.columns and key not in pipe.feature_names:
+            result.insert(0, key, frame[key].to_numpy())
+    return result
+
+
+# ------------------------------------------------------------------------------ checking input
+def prepare_frame(frame: pd.DataFrame, pipe: Pipeline) -> pd.DataFrame:
+    """The model's raw columns, in training order, with checked types.
+
+    Missing columns are named; extra columns (ids, the target) are ignored; numeric columns must
+    hold numbers (NaN is allowed where the preprocessor imputes, i.e. tabular models); categorical
+    values become strings, missing ones stay missing.
+    """
+    names = pipe.feature_names
+    missing = [c for c in names if c not in frame.columns]
+    if missing:
+        shown = ", ".join(map(repr, missing[:10])) + (" …" if len(missing) > 10 else "")
+        raise InputError(f"{len(missing)} feature column(s) missing: {shown}")
+    if len(frame) == 0:
+        raise InputError("no rows to predict")
+    out = {}
+    for name in pipe.numeric:
+        col = frame[name]
+        values = pd.to_numeric(col, errors="coerce")
+        bad = values.isna() & col.notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(f"column {name!r} must hold numbers; row {row} has {col.iloc[row]!r}")
+        values = values.astype("float64")
+        if np.isinf(values.to_numpy()).any():
+            raise InputError(f"column {name!r} holds an infinite value")
+        out[name] = values.to_numpy()
+    if not pipe.categorical:
+        X = pd.DataFrame(out, columns=names)
+        nan = X.isna().any()
+        if nan.any():  # USPS's scaler does not impute
+            raise InputError(f"column {nan[nan].index[0]!r} has missing values (NaN)")
+        return X
+    for name in pipe.categorical:
+        col = frame[name].astype(object)
+        out[name] = np.asarray([np.nan if _missing(v) else str(v) for v in col], dtype=object)
+    return pd.DataFrame(out, columns=names)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+
+
+def result_frame(pipe: Pipeline, proba: np.ndarray) -> pd.DataFrame:
+    """``prediction`` (+ ``proba_<class>`` per class) as a frame, one row per input row."""
+    if pipe.task == "regression":
+        return pd.DataFrame({"prediction": np.asarray(proba, dtype=float)})
+    classes = pipe.estimator.classes_
+    frame = pd.DataFrame({"prediction": classes[np.asarray(proba).argmax(axis=1)]})
+    for i, label in enumerate(classes):
+        frame[f"proba_{label}"] = np.asarray(proba)[:, i]
+    return frame
+
+
+# ------------------------------------------------------------------------------ images
+def scale_image(pixels: np.ndarray) -> np.ndarray:
+    """A 16x16 grey image (any range) -> a USPS row: each image stretched to exactly [-1, 1].
+
+    USPS's pixels are per image min-max scaled (every image holds -1 and 1), so the same is done
+    here; a blank image has no ink and is refused.
+    """
+    pixels = np.asarray(pixels, dtype=np.float64)
+    low, high = pixels.min(), pixels.max()
+    if high <= low:
+        raise InputError("the image is blank (a single grey level): no digit to read")
+    return ((pixels - low) / (high - low) * 2.0 - 1.0).reshape(-1)
+
+
+def image_to_row(image) -> np.ndarray:
+    """A PIL image -> a USPS row: greyscale, light ink on dark, resized to 16x16, scaled.
+
+    Ink polarity is read from the border: USPS digits are light strokes on a dark background,
+    so an image whose border is mostly light (dark ink on paper) is inverted first.
+    """
+    from PIL import Image
+
+    grey = np.asarray(image.convert("L"), dtype=np.float64)
+    if grey.ndim != 2 or min(grey.shape) < 2:
+        raise InputError(f"image of shape {grey.shape} is too small")
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if border.mean() > 127.5:
+        grey = 255.0 - grey
+    if grey.shape != (IMAGE_SIDE, IMAGE_SIDE):
+        resized = Image.fromarray(grey.astype(np.float32), mode="F").resize(
+            (IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.BOX
+        )
+        grey = np.asarray(resized, dtype=np.float64)
+    return scale_image(grey)
+
+
+def image_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(f"{path} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+        return files
+    return [path]
+
+
+def read_images(paths: Sequence[Path], pipe: Pipeline) -> pd.DataFrame:
+    """PNG files -> one row per image in the model's pixel columns, plus a ``file`` column."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not pipe.is_image:
+        raise InputError(
+            f"images need a USPS-like model ({IMAGE_SIDE}x{IMAGE_SIDE} pixel features); this "
+            f"model takes {len(pipe.feature_names)} columns"
+        )
+    rows = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                rows.append(image_to_row(image))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"{path} is not a readable image ({exc})") from None
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
+    frame = pd.DataFrame(np.vstack(rows), columns=pipe.feature_names)
+    frame.insert(0, "file", [str(p) for p in paths])
+    return frame
+
+
+def read_input(path: str | Path, pipe: Pipeline) -> pd.DataFrame:
+    """CSV/parquet rows, a PNG, or a folder of PNGs, as a frame the pipeline can take."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix in IMAGE_SUFFIXES:
+        return read_images(image_files(path), pipe)
+    if suffix == ".csv":
+        try:
+            return pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path} is not a readable CSV file ({exc})") from None
+    if suffix == ".parquet":
+        try:
+            return io.read_parquet(path)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    raise InputError(
+        f"{path}: unknown input type {suffix!r}; use one of "
+        f"{[*TABLE_SUFFIXES, *IMAGE_SUFFIXES]} or a folder of images"
+    )
+
+
+def check_output_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise InputError(
+            f"{path}: unknown output type {path.suffix!r}; use one of {list(OUTPUT_SUFFIXES)}"
+        )
+    return path
+
+
+def write_predictions(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write predictions atomically, the format chosen by the extension."""
+    path = check_output_path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return io.write_parquet(path, frame)
+    if suffix == ".json":
+        return io.write_json(path, frame.to_dict(orient="records"))
+    with io.atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
+# ------------------------------------------------------------------------------ versions
+def file_md5(path: str | Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dvc_md5(artifact: str | Path, root: str | Path | None = None) -> tuple[str | None, str]:
+    """The artifact's hash as DVC recorded it in dvc.lock, else its computed md5.
+
+    Returns (md5, source) with source "dvc.lock" or "computed"; a directory without a dvc.lock
+    entry gets the md5 of its files' md5s (not DVC's own .dir hash, which only DVC computes).
+    """
+    import yaml
+
+    artifact = Path(artifact)
+    root = Path(root) if root is not None else _project_root(artifact)
+    if root is not None and (root / "dvc.lock").is_file():
+        try:
+            rel = artifact.resolve().relative_to(root.resolve()).as_posix()
+            lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) or {}
+        except (ValueError, yaml.YAMLError):
+            lock = {}
+            rel = None
+        for stage in (lock.get("stages") or {}).values():
+            for out in stage.get("outs") or []:
+                if out.get("path") == rel and out.get("md5"):
+                    return out["md5"], "dvc.lock"
+    if artifact.is_dir():
+        digest = hashlib.md5()
+        for f in sorted(p for p in artifact.rglob("*") if p.is_file()):
+            digest.update(f"{f.relative_to(artifact).as_posix()}:{file_md5(f)}\n".encode())
+        return digest.hexdigest(), "computed"
+    if artifact.is_file():
+        return file_md5(artifact), "computed"
+    return None, "missing"
+
+
+def _project_root(path: Path) -> Path | None:
+    for folder in path.resolve().parents:
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return None

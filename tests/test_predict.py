@@ -1,0 +1,146 @@
+"""`tandem predict`: CSV, parquet and PNG digits in; the evaluate stage's labels out (#7)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from _models import (
+    build_tabular,
+    build_usps,
+    digit_images,
+    evaluate_labels,
+    exported,
+    tabular_test,
+    usps_frame,
+    usps_test,
+)
+from PIL import Image
+from typer.testing import CliRunner
+
+from tandem.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def usps_dir(tmp_path_factory):
+    model_dir = build_usps(tmp_path_factory.mktemp("usps"))
+    return exported(model_dir, usps_test(model_dir))
+
+
+@pytest.fixture(scope="module")
+def tabular_dir(tmp_path_factory):
+    return build_tabular(tmp_path_factory.mktemp("tabular"))
+
+
+def predict(*args: str):
+    return runner.invoke(app, ["predict", *map(str, args)])
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_csv_rows_get_the_evaluate_stage_labels(usps_dir, tmp_path, backend):
+    test = pd.read_parquet(usps_test(usps_dir))
+    test.to_csv(tmp_path / "rows.csv", index=False)
+    out = tmp_path / "pred.csv"
+    result = predict(
+        tmp_path / "rows.csv", "--model-dir", usps_dir, "-o", out, "--backend", backend
+    )
+    assert result.exit_code == 0, result.output
+    pred = pd.read_csv(out, dtype={"prediction": str})
+    assert list(pred["prediction"]) == list(evaluate_labels(usps_dir, test))
+    probs = pred.filter(like="proba_")
+    assert probs.shape[1] == 10 and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_png_digits_get_the_evaluate_stage_labels(usps_dir, tmp_path):
+    """PNGs of the same digits, at 16x16, upscaled to 32x32, and as dark ink on white paper."""
+    images, labels = digit_images(20, seed=5)
+    rows = usps_frame(images, labels)  # what the data set would hold for these digits
+    expected = list(evaluate_labels(usps_dir, rows))
+    for variant in ("plain", "large", "inverted"):
+        folder = tmp_path / variant
+        folder.mkdir()
+        for i, img in enumerate(images):
+            if variant == "large":
+                img = np.kron(img, np.ones((2, 2), dtype=np.uint8))
+            elif variant == "inverted":
+                img = 255 - img
+            Image.fromarray(img, mode="L").save(folder / f"digit_{i:02d}.png")
+        out = tmp_path / f"{variant}.json"
+        result = predict(folder, "--model-dir", usps_dir, "--output", out)
+        assert result.exit_code == 0, result.output
+        records = json.loads(out.read_text())
+        assert [r["prediction"] for r in records] == expected, variant
+        assert records[3]["file"].endswith("digit_03.png")
+
+
+def test_tabular_parquet_with_categoricals(tabular_dir, tmp_path):
+    test = pd.read_parquet(tabular_test(tabular_dir))
+    out = tmp_path / "pred.parquet"
+    result = predict(tabular_test(tabular_dir), "--model-dir", tabular_dir, "-o", out)
+    assert result.exit_code == 0, result.output
+    pred = pd.read_parquet(out)
+    assert list(pred["prediction"]) == list(evaluate_labels(tabular_dir, test))
+    assert list(pred.columns) == ["prediction", "proba_no", "proba_yes"]
+
+
+def test_stdout_when_no_output(tabular_dir, tmp_path):
+    test = pd.read_parquet(tabular_test(tabular_dir)).head(3)
+    test.to_csv(tmp_path / "rows.csv", index=False)
+    result = predict(tmp_path / "rows.csv", "--model-dir", tabular_dir)
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0] == "prediction,proba_no,proba_yes"
+
+
+def test_missing_columns_are_named_and_nothing_is_written(tabular_dir, tmp_path):
+    test = pd.read_parquet(tabular_test(tabular_dir)).drop(columns=["city", "age"])
+    test.to_csv(tmp_path / "rows.csv", index=False)
+    out = tmp_path / "pred.csv"
+    result = predict(tmp_path / "rows.csv", "--model-dir", tabular_dir, "-o", out)
+    assert result.exit_code == 1
+    assert "'age'" in result.output and "'city'" in result.output
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "rows.csv"]
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("text_in_number", "column 'age' must hold numbers"),
+        ("unknown_input", "unknown input type '.txt'"),
+        ("unknown_output", "unknown output type '.xlsx'"),
+        ("no_model", "is not a model directory"),
+    ],
+)
+def test_clear_errors(tabular_dir, tmp_path, case, message):
+    test = pd.read_parquet(tabular_test(tabular_dir)).head(5)
+    rows, out, model_dir = tmp_path / "rows.csv", tmp_path / "pred.csv", tabular_dir
+    if case == "text_in_number":
+        test["age"] = test["age"].astype(object)
+        test.loc[2, "age"] = "forty"
+    elif case == "unknown_input":
+        rows = tmp_path / "rows.txt"
+    elif case == "unknown_output":
+        out = tmp_path / "pred.xlsx"
+    else:
+        model_dir = tmp_path / "nowhere"
+    test.to_csv(rows, index=False)
+    result = predict(rows, "--model-dir", model_dir, "-o", out)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not out.exists()
+
+
+def test_images_are_refused_by_a_tabular_model_and_bad_images_named(
+    usps_dir, tabular_dir, tmp_path
+):
+    Image.fromarray(np.zeros((16, 16), np.uint8), mode="L").save(tmp_path / "blank.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    result = predict(tmp_path / "blank.png", "--model-dir", tabular_dir)
+    assert result.exit_code == 1 and "images need a USPS-like model" in result.output
+    result = predict(tmp_path / "blank.png", "--model-dir", usps_dir)
+    assert result.exit_code == 1 and "blank.png" in result.output and "blank" in result.output
+    result = predict(tmp_path / "broken.png", "--model-dir", usps_dir)
+    assert result.exit_code == 1 and "broken.png is not a readable image" in result.output
