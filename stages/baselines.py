@@ -12,7 +12,7 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.svm import SVC
 
-from stages.layout import layout
+from stages.layout import layout, timings
 from tandem import console, data, evaluation, io
 
 PARAMS = ("baselines", "fetch.target")
@@ -84,12 +84,12 @@ def run(params, dataset: str | None = None) -> None:
         models = build_tabular_models(params.tabular.baselines, task)
     X_train, y_train = data.xy(io.read_parquet(paths.train_features), target)
     X_test, y_test = data.xy(io.read_parquet(paths.test_features), target)
-    results = {}
+    results, seconds = {}, {}
     for name, model in models.items():
         with console.status(f"fitting {name}"):
             start = time.perf_counter()
             model.fit(X_train, y_train)
-            fit_seconds = time.perf_counter() - start
+            seconds[name] = round(time.perf_counter() - start, 3)
         if task == "classification":
             proba = model.predict_proba(X_test)
             pred = model.classes_[proba.argmax(axis=1)]
@@ -98,5 +98,6 @@ def run(params, dataset: str | None = None) -> None:
             )
         else:
             scores = evaluation.regression_metrics(y_test.to_numpy(), model.predict(X_test))
-        results[name] = {**scores, "fit_seconds": round(fit_seconds, 3)}
+        results[name] = scores
     io.write_json(paths.baselines_metrics, results)
+    io.write_json(timings("baselines", dataset), {"fit_seconds": seconds})

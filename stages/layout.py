@@ -16,6 +16,7 @@ class Layout:
     train_features: str
     test_features: str
     model: str
+    checkpoint: str
     target_scaler: str
     train_metrics: str
     live_dir: str
@@ -32,6 +33,7 @@ USPS = Layout(
     train_features="data/features/train.parquet",
     test_features="data/features/test.parquet",
     model="models/model",
+    checkpoint="checkpoints/usps.pt",
     target_scaler="models/model/target_scaler.skops",
     train_metrics="metrics/train.json",
     live_dir="dvclive",
@@ -55,6 +57,7 @@ def tabular(name: str) -> Layout:
         train_features=f"{data}/features_train.parquet",
         test_features=f"{data}/features_test.parquet",
         model=f"{models}/model",
+        checkpoint=f"checkpoints/tabular-{name}.pt",
         target_scaler=f"{models}/model/target_scaler.skops",  # regression only
         train_metrics=f"{metrics}/train.json",
         live_dir=f"dvclive/tabular/{name}",
@@ -65,3 +68,12 @@ def tabular(name: str) -> Layout:
 
 def layout(dataset: str | None) -> Layout:
     return USPS if dataset is None else tabular(dataset)
+
+
+# Two kinds of files are deliberately not DVC outputs: training checkpoints (a persist output
+# would turn off DVC's run-cache for the train stage) and wall-clock timings (they differ on every
+# run, and an output that does would make dvc.lock differ between identical runs). Both are
+# git-ignored.
+def timings(stage: str, dataset: str | None) -> str:
+    """Where a stage writes how long it took: logs/timings/<stage>[@<data set>].json."""
+    return f"logs/timings/{stage}{'' if dataset is None else '@' + dataset}.json"

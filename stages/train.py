@@ -11,7 +11,7 @@ from sklearn.compose import TransformedTargetRegressor
 from sklearn.preprocessing import StandardScaler
 
 from dvclive import Live
-from stages.layout import layout
+from stages.layout import layout, timings
 from tandem import TorchClassifier, TorchRegressor, config, console, data, features, io
 from tandem.training import DVCLiveCallback
 
@@ -36,13 +36,15 @@ def estimator_kwargs(p, callbacks=()) -> dict:
     )
 
 
-def build_estimator(p, callbacks=()) -> TorchClassifier:
+def build_estimator(p, callbacks=(), checkpoint=None) -> TorchClassifier:
     """The USPS estimator exactly as params.yaml's train section describes it."""
     module_kwargs = {f"module__{key}": value for key, value in p.module_kwargs.items()}
-    return TorchClassifier(module=p.module, **estimator_kwargs(p, callbacks), **module_kwargs)
+    return TorchClassifier(
+        module=p.module, checkpoint=checkpoint, **estimator_kwargs(p, callbacks), **module_kwargs
+    )
 
 
-def build_tabular_estimator(p, task: str, callbacks=()):
+def build_tabular_estimator(p, task: str, callbacks=(), checkpoint=None):
     module = dict(
         module="mlp",
         module__hidden_sizes=tuple(p.hidden_sizes),
@@ -50,8 +52,8 @@ def build_tabular_estimator(p, task: str, callbacks=()):
         module__activation=p.activation,
     )
     if task == "classification":
-        return TorchClassifier(**module, **estimator_kwargs(p, callbacks))
-    regressor = TorchRegressor(**module, **estimator_kwargs(p, callbacks))
+        return TorchClassifier(**module, checkpoint=checkpoint, **estimator_kwargs(p, callbacks))
+    regressor = TorchRegressor(**module, checkpoint=checkpoint, **estimator_kwargs(p, callbacks))
     return TransformedTargetRegressor(regressor=regressor, transformer=StandardScaler())
 
 
@@ -66,26 +68,33 @@ def run(params, dataset: str | None = None) -> None:
     X, y = data.xy(io.read_parquet(paths.train_features), target)
     with Live(dir=paths.live_dir, save_dvc_exp=False, dvcyaml=False) as live:
         callbacks = [DVCLiveCallback(live), console.EpochProgress(p.max_epochs)]
+        # an interrupted run of the same params and data goes on from its last epoch
         if dataset is None:
-            est = build_estimator(p, callbacks)
+            est = build_estimator(p, callbacks, paths.checkpoint)
         else:
-            est = build_tabular_estimator(p, task, callbacks)
+            est = build_tabular_estimator(p, task, callbacks, paths.checkpoint)
         est.fit(X, y)
     torch_est = est.regressor_ if isinstance(est, TransformedTargetRegressor) else est
-    torch_est.set_params(callbacks=None).save(paths.model)
+    torch_est.set_params(callbacks=None, checkpoint=None).save(paths.model)
     if isinstance(est, TransformedTargetRegressor):
         features.save_transformer(est.transformer_, paths.target_scaler)
-    seconds = [record["seconds"] for record in torch_est.history_]
     io.write_json(
         paths.train_metrics,
         {
             "epochs": torch_est.n_iter_,
             "best_epoch": torch_est.best_epoch_,
-            "fit_seconds": round(torch_est.fit_seconds_, 3),
-            "seconds_per_epoch": round(statistics.median(seconds), 4),
             "device": str(torch_est.device_),
             "best_valid_loss": min(
                 (r["valid_loss"] for r in torch_est.history_ if "valid_loss" in r), default=None
             ),
+        },
+    )
+    seconds = [r["seconds"] for r in torch_est.history_ if "seconds" in r]  # this run's epochs
+    io.write_json(
+        timings("train", dataset),
+        {
+            "fit_seconds": round(torch_est.fit_seconds_, 3),
+            "epochs_run": len(seconds),
+            "seconds_per_epoch": round(statistics.median(seconds), 4) if seconds else None,
         },
     )

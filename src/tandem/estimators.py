@@ -55,6 +55,9 @@ CONFIG_KEYS = ("estimator", "params", "module_spec", "n_features_in", "feature_n
 # wall-clock facts of one run: kept out of saved models so that the same data, params and code
 # give a byte-identical artifact (and DVC can skip what depends on it)
 TIMING_KEYS = ("seconds",)
+# params that change neither the trained weights nor the data order: a checkpoint written under
+# other values of these is still resumed
+RESUME_INDEPENDENT = ("callbacks", "verbose", "checkpoint")
 
 
 def _lookup(kind: str, value: Any, table: dict[str, Any]) -> Any:
@@ -100,6 +103,7 @@ class _TorchEstimator(BaseEstimator):
         callbacks: list | None = None,
         compile: bool = False,
         amp: bool = False,
+        checkpoint: str | None = None,
         **kwargs: Any,
     ):
         self.module = module
@@ -117,6 +121,7 @@ class _TorchEstimator(BaseEstimator):
         self.callbacks = callbacks
         self.compile = compile
         self.amp = amp
+        self.checkpoint = checkpoint
         self._routed = dict(kwargs)
 
     # ------------------------------------------------------------------ params and routing
@@ -327,6 +332,18 @@ class _TorchEstimator(BaseEstimator):
                 forward = torch.compile(self.module_)
             start_epoch = len(self.history_) + 1 if not first else 1
             generator = torch.Generator().manual_seed(seed)
+            store = None
+            resume = None
+            if self.checkpoint is not None and not partial:
+                store = _Checkpoint(
+                    self, self.checkpoint, _fingerprint(self, X, y_enc, sample_weight),
+                    scheduler, generator, devices,
+                )  # fmt: skip
+                resume = store.restore()
+            last_epoch = start_epoch + epochs - 1
+            if resume is not None:  # go on after the last finished epoch (none if it had stopped)
+                start_epoch = len(resume["history"]) + 1
+                last_epoch = len(resume["history"]) if resume["stopped"] else epochs
             start = time.perf_counter()
             history, best = training.train_epochs(
                 self.module_,
@@ -336,7 +353,7 @@ class _TorchEstimator(BaseEstimator):
                 optimizer=self.optimizer_,
                 scheduler=scheduler,
                 batch_size=self.batch_size,
-                epochs=range(start_epoch, start_epoch + epochs),
+                epochs=range(start_epoch, last_epoch + 1),
                 patience=None if partial else self.patience,
                 generator=generator,
                 score=self._score_fn,
@@ -345,7 +362,11 @@ class _TorchEstimator(BaseEstimator):
                 estimator=self,
                 forward=forward,
                 amp=self.amp,
+                resume=resume,
+                checkpoint=None if store is None else store.save,
             )
+            if store is not None:
+                store.finish()
         self.module_.eval()
         self.history_ = (self.history_ if not first else []) + history
         self.n_iter_ = len(self.history_)
@@ -551,6 +572,98 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"cannot store {type(obj).__name__} in a model config")
+
+
+def _fingerprint(est: _TorchEstimator, X, y_enc, sample_weight) -> str:
+    """What a checkpoint must match to be resumed: estimator class and params, data, code."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    params = {k: v for k, v in est.get_params(deep=False).items() if k not in RESUME_INDEPENDENT}
+    digest.update(type(est).__name__.encode())
+    digest.update(json.dumps(params, sort_keys=True, default=repr).encode())
+    for array in (X, y_enc, sample_weight):
+        digest.update(str((array.dtype, array.shape)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    for module in (training, models):  # the code that trains: another version starts afresh
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    digest.update(torch.__version__.encode())
+    return digest.hexdigest()
+
+
+class _Checkpoint:
+    """One file holding everything an interrupted ``fit`` needs to go on exactly where it was.
+
+    Written after every epoch (``tandem.io.atomic_path``: the previous checkpoint stays whole
+    until the new one replaces it) with ``torch.save``, read with ``weights_only=True``, which
+    unpickles tensors and plain containers only, never code. A checkpoint whose fingerprint
+    (params, data, code) differs, or whose fit completed, is not resumed: the fit starts afresh.
+    """
+
+    def __init__(self, est, path, fingerprint, scheduler, generator, devices):
+        self.est, self.path, self.fingerprint = est, Path(path), fingerprint
+        self.scheduler, self.generator, self.devices = scheduler, generator, devices
+        self.last: dict | None = None
+
+    def restore(self) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt or foreign file: say so, then train afresh
+            warnings.warn(f"checkpoint {self.path} cannot be read ({exc}); starting afresh",
+                          stacklevel=4)  # fmt: skip
+            return None
+        if state.get("fingerprint") != self.fingerprint or state.get("complete"):
+            reason = "is complete" if state.get("complete") else "comes from other params or data"
+            warnings.warn(f"checkpoint {self.path} {reason}; starting afresh", stacklevel=4)
+            return None
+        est = self.est
+        est.module_.load_state_dict(state["module"])
+        est.optimizer_.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        for device, rng in zip(self.devices, state["cuda_rng"], strict=False):
+            torch.cuda.set_rng_state(rng, device)
+        loop = state["loop"]
+        if loop["best_state"] is not None:
+            loop["best_state"] = {k: v.to(est.device_) for k, v in loop["best_state"].items()}
+        self.last = loop
+        return loop
+
+    def save(self, loop: dict, complete: bool = False) -> None:
+        from tandem.io import atomic_path
+
+        est = self.est
+        state = {
+            "fingerprint": self.fingerprint,
+            "complete": complete,
+            "module": _to_cpu(est.module_.state_dict()),
+            "optimizer": _to_cpu(est.optimizer_.state_dict()),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": [torch.cuda.get_rng_state(d) for d in self.devices],
+            "loop": {
+                **loop,
+                "history": [
+                    {k: v for k, v in r.items() if k not in TIMING_KEYS} for r in loop["history"]
+                ],
+                "best_state": None if loop["best_state"] is None else _to_cpu(loop["best_state"]),
+            },
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+        self.last = loop
+
+    def finish(self) -> None:
+        """Mark the checkpoint complete, so that it is never resumed (a finished fit is final)."""
+        if self.last is not None:
+            self.save(self.last, complete=True)
 
 
 def _replace_dir(new: Path, final: Path) -> None:

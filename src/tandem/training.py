@@ -157,12 +157,19 @@ def train_epochs(
     estimator: Any = None,
     forward: Callable | None = None,
     amp: bool = False,
+    resume: dict | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], int | None]:
     """Train ``module`` for the given epoch numbers; return (history records, best epoch).
 
     With ``patience`` set, training stops once the monitored loss (validation loss, or the
     training loss when there is no validation set) has not improved for ``patience`` epochs,
     and the weights of the best epoch are restored.
+
+    ``checkpoint`` is called after every epoch with the loop's own state (history, early-stopping
+    bookkeeping); the caller adds what it owns (weights, optimizer, RNG) and stores it. Such a
+    state handed back as ``resume`` continues the loop where it stopped: its records are replayed
+    to the callbacks first, so loggers see every epoch once.
     """
     forward = forward or module
     device = train.X.device
@@ -176,6 +183,12 @@ def train_epochs(
     best_loss, best_epoch, best_state, bad = float("inf"), None, None, 0
     use_amp = amp and device.type == "cuda"
     _call(callbacks, "on_train_begin", estimator)
+    if resume is not None:
+        history = [dict(record) for record in resume["history"]]
+        best_loss, best_epoch, bad = resume["best_loss"], resume["best_epoch"], resume["bad"]
+        best_state = resume["best_state"]
+        for record in history:
+            _call(callbacks, "on_epoch_end", estimator, record)
     for epoch in epochs:
         start = time.perf_counter()
         module.train()
@@ -213,7 +226,19 @@ def train_epochs(
                 bad += 1
                 stop = bad >= patience
         stop = _call(callbacks, "on_epoch_end", estimator, record) or stop
-        if stop or not np.isfinite(record["train_loss"]):
+        stop = stop or not np.isfinite(record["train_loss"])
+        if checkpoint is not None:
+            checkpoint(
+                {
+                    "history": history,
+                    "best_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "best_state": best_state,
+                    "bad": bad,
+                    "stopped": stop,
+                }
+            )
+        if stop:
             break
     if best_state is not None:
         module.load_state_dict(best_state)
