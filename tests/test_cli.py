@@ -59,3 +59,20 @@ def test_check_command(project):
     assert tandem(["check"], project).returncode == 0
     bad = tandem(["check", "--set", "train.optimizer=adamx"], project)
     assert bad.returncode == 2 and "train.optimizer" in bad.stderr
+
+
+def test_check_finds_dvc_yaml_and_params_disagreeing(project):
+    import yaml
+
+    dvc = yaml.safe_load((project / "dvc.yaml").read_text())
+    dvc["stages"]["split"]["params"].append("split.no_such_key")  # declared, not in params.yaml
+    dvc["stages"]["evaluate"]["params"].remove("evaluate")  # read by the stage, not declared
+    dvc["stages"]["tabular-train"]["do"]["params"].append("tabular.datasets.${key}.nope")
+    (project / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))
+    proc = tandem(["check"], project)
+    assert proc.returncode == 2
+    assert "stage split: params key 'split.no_such_key' is not in params" in proc.stderr
+    assert "stage evaluate: dvc.yaml declares params" in proc.stderr
+    assert "stages/evaluate.py reads" in proc.stderr
+    for name in ("adult", "cpu"):  # foreach is expanded over tabular.datasets
+        assert f"'tabular.datasets.{name}.nope' is not in params" in proc.stderr

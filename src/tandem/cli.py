@@ -159,15 +159,87 @@ for _name, _help in STAGES.items():
     _add_stage_command(_name, _help)
 
 
+def dvc_params_problems(root: Path, raw: dict) -> list[str]:
+    """Where dvc.yaml and params.yaml disagree: a declared key that params.yaml lacks, or a stage
+    whose module reads other keys than dvc.yaml declares (DVC would miss their changes)."""
+    import shlex
+
+    import yaml
+
+    problems: list[str] = []
+    stages = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages")
+    for name, spec in (stages or {}).items():
+        if "foreach" in spec:  # foreach: ${a.b} over a params mapping (or a literal list/dict)
+            items = spec["foreach"]
+            if isinstance(items, str):
+                ref = items.strip().removeprefix("${").removesuffix("}")
+                items = _lookup(raw, ref)
+                if not isinstance(items, dict | list):
+                    problems.append(
+                        f"stage {name}: foreach {spec['foreach']} is not a params mapping"
+                    )
+                    continue
+            keys = list(items)
+            instances = [(f"{name}@{key}", spec["do"], str(key)) for key in keys]
+        else:
+            instances = [(name, spec, None)]
+        for stage_name, body, key in instances:
+            declared = []
+            for entry in body.get("params", []):
+                names = entry if isinstance(entry, str) else [
+                    k for file, ks in entry.items() if file == "params.yaml" for k in ks
+                ]  # fmt: skip
+                for item in [names] if isinstance(names, str) else names:
+                    item = item if key is None else item.replace("${key}", key)
+                    declared.append(item)
+                    if _lookup(raw, item) is _ABSENT:
+                        problems.append(f"stage {stage_name}: params key {item!r} is not in params")
+            words = shlex.split(body.get("cmd", "").replace("${key}", key or ""))
+            if len(words) >= 2 and words[0] == "tandem" and words[1] in STAGES:
+                module = load_stage(words[1], root)
+                dataset = words[words.index("--dataset") + 1] if "--dataset" in words else None
+                reads = list(stage_params(module, dataset))
+                if sorted(reads) != sorted(declared):
+                    problems.append(
+                        f"stage {stage_name}: dvc.yaml declares params {sorted(declared)} but "
+                        f"stages/{words[1]}.py reads {sorted(reads)}"
+                    )
+    return problems
+
+
+_ABSENT = object()
+
+
+def _lookup(raw: Any, dotted: str) -> Any:
+    """The value at a dotted key of the raw params, or ``_ABSENT`` (a null value is present)."""
+    node = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
+
+
 @app.command()
 def check(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
-    """Validate params.yaml (and overrides) without running anything."""
+    """Validate params.yaml (and overrides), and check that dvc.yaml declares exactly the params
+    keys each stage reads, all of them present. Runs nothing."""
+    import yaml
+
     try:
         load_params(params, set_ or [])
-    except ParamsError as exc:
+        root = project_root(params.resolve().parent)
+        raw = yaml.safe_load(params.read_text(encoding="utf-8")) or {}
+        problems = dvc_params_problems(root, raw)
+    except (ParamsError, StageError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"{params}: ok")
+    if problems:
+        typer.echo(
+            "error: dvc.yaml and params.yaml disagree:\n  " + "\n  ".join(problems), err=True
+        )
+        raise typer.Exit(2)
+    typer.echo(f"{params}: ok; dvc.yaml's params all present and matching the stage modules")
 
 
 ModelDirOption = Annotated[
