@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -171,3 +172,27 @@ def test_tabular_piecewise_linear_preprocessor_round_trip(tmp_path):
     # tandem's own encoder is on the trusted list: the skops round trip loads it, same output
     path = save_transformer(ct, tmp_path / "ct.skops")
     pd.testing.assert_frame_equal(load_transformer(path).transform(test), ct.transform(test))
+
+
+def test_saved_transformer_bytes_do_not_depend_on_process_or_time(tmp_path):
+    """skops names entries by id() and zip stamps the time: tandem canonicalises both, so the same
+    fitted object gives the same file (and DVC sees no change) in another process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import numpy as np
+        from test_features import _mixed
+        from tandem.features import build_tabular_preprocessor, save_transformer
+        train = _mixed(200)
+        y = np.where(train["age"].fillna(40) > 40, "old", "young")
+        ct = build_tabular_preprocessor(train, numeric_encoding="piecewise_linear", n_bins=4)
+        save_transformer(ct.fit(train, y), sys.argv[1])
+    """)
+    for name in ("a.skops", "b.skops"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True)
+    assert (tmp_path / "a.skops").read_bytes() == (tmp_path / "b.skops").read_bytes()
+    assert load_transformer(tmp_path / "a.skops").transform(_mixed(20)).shape[0] == 20

@@ -16,7 +16,7 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, RobustScaler, StandardScaler
 
-from tandem.io import atomic_path
+from tandem.io import write_bytes
 
 SCALERS = {
     "standard": StandardScaler,
@@ -47,9 +47,33 @@ def build_preprocessor(scaler: str, pca: int | float | None = None) -> Pipeline:
 def save_transformer(obj: TransformerMixin, path: str | Path) -> Path:
     import skops.io as sio
 
-    with atomic_path(path) as tmp:
-        sio.dump(obj, tmp)
-    return Path(path)
+    return write_bytes(path, _canonical_skops(sio.dumps(obj)))  # same object, same bytes
+
+
+def _canonical_skops(data: bytes) -> bytes:
+    """skops names entries by ``id()`` (memory addresses, different in every process) and zip
+    stamps them with the time: renumber the ids in order of appearance, fix the timestamps."""
+    import io as _io
+    import re
+
+    with zipfile.ZipFile(_io.BytesIO(data)) as src:
+        files = {info.filename: src.read(info) for info in src.infolist()}
+    schema = files.pop("schema.json").decode("utf-8")
+    ids: dict[str, str] = {}
+    for match in re.finditer(r'"__id__": (\d+)|"(\d+)\.npy"', schema):
+        ids.setdefault(match.group(1) or match.group(2), str(len(ids) + 1))
+    schema = re.sub(
+        r'("__id__": )(\d+)|"(\d+)(\.npy)"',
+        lambda m: f"{m.group(1)}{ids[m.group(2)]}" if m.group(1) else f'"{ids[m.group(3)]}.npy"',
+        schema,
+    )
+    out = _io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for name in sorted(files, key=lambda n: int(ids.get(n.removesuffix(".npy"), 0))):
+            new = f"{ids[name.removesuffix('.npy')]}.npy" if name.endswith(".npy") else name
+            dst.writestr(zipfile.ZipInfo(new, date_time=(1980, 1, 1, 0, 0, 0)), files[name])
+        dst.writestr(zipfile.ZipInfo("schema.json", date_time=(1980, 1, 1, 0, 0, 0)), schema)
+    return out.getvalue()
 
 
 def load_transformer(path: str | Path) -> TransformerMixin:

@@ -62,6 +62,12 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
