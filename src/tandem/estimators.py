@@ -269,7 +269,10 @@ class _TorchEstimator(BaseEstimator):
     def _validate_X(self, X, *, reset: bool, y: Any = "no_validation", **kwargs):
         """float32 features (sparse input is densified); y too when given."""
         kw = dict(accept_sparse=("csr", "csc", "coo"), dtype=np.float32, reset=reset, **kwargs)
-        out = validate_data(self, X, y, **kw)
+        try:
+            out = validate_data(self, X, y, **kw)
+        except ValueError as exc:
+            raise ValueError(f"{exc}{_bad_columns(X)}") from None
         X, y = out if isinstance(out, tuple) else (out, None)
         if sp.issparse(X):
             X = X.toarray()
@@ -572,6 +575,21 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"cannot store {type(obj).__name__} in a model config")
+
+
+def _bad_columns(X) -> str:
+    """For a DataFrame that failed validation: which columns hold what sklearn refused."""
+    import pandas as pd
+
+    if not isinstance(X, pd.DataFrame):
+        return ""
+    numeric = X.apply(pd.to_numeric, errors="coerce")
+    text = [str(c) for c in X.columns if (numeric[c].isna() & X[c].notna()).any()]
+    missing = [str(c) for c in X.columns if X[c].isna().any()]
+    infinite = [str(c) for c in numeric.columns if np.isinf(numeric[c].to_numpy(float)).any()]
+    parts = [f"{what}: {cols[:10]}" for what, cols in
+             (("not numbers", text), ("NaN", missing), ("infinite", infinite)) if cols]  # fmt: skip
+    return f" (columns with {'; '.join(parts)})" if parts else ""
 
 
 def _fingerprint(est: _TorchEstimator, X, y_enc, sample_weight) -> str:
