@@ -7,7 +7,7 @@ import tandem
 
 LAYERS = [
     "config", "io", "console", "data", "features", "models", "training", "estimators",
-    "evaluation", "inference", "export", "serve", "cli",
+    "evaluation", "search", "inference", "export", "serve", "cli",
 ]  # fmt: skip
 
 

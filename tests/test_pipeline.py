@@ -15,7 +15,8 @@ from conftest import ROOT, SHARED_CACHE, tool_env
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"fetch", "split", "preprocess", "train", "evaluate", "export", "baselines", "compare"}
+STAGES = {"fetch", "split", "preprocess", "train", "evaluate", "export", "baselines", "compare",
+          "cv", "tune"}  # fmt: skip
 DATASETS = ("adult", "titanic", "kr-vs-kp", "cpu")
 PER_DATASET = ("fetch", "split", "preprocess", "train", "evaluate", "export", "baselines")
 TABULAR = {f"tabular-{s}@{d}" for s in PER_DATASET for d in DATASETS} | {"summary"}
@@ -29,6 +30,8 @@ SMALL = {
     "tabular": {"train": {"max_epochs": 2},
                 "baselines": {"random_forest": {"n_estimators": 10},
                               "hist_gradient_boosting": {"max_iter": 5}}},
+    "cv": {"folds": 3, "max_rows": 300, "max_epochs": 1},
+    "tune": {"max_rows": 300},
 }  # fmt: skip
 
 
@@ -126,11 +129,11 @@ def test_full_run_then_partial_reruns(pipeline_repo):
     commit(repo, env, "first run")
 
     set_params(repo, train__lr=0.002)
-    assert repro(repo, env) == {"train", "evaluate", "export", "compare"}
+    assert repro(repo, env) == {"train", "evaluate", "export", "compare", "cv"}
 
     set_params(repo, preprocess__scaler="minmax")
     assert repro(repo, env) == {"preprocess", "train", "evaluate", "export", "baselines",
-                                 "compare"}  # fmt: skip
+                                 "compare", "cv", "tune"}  # fmt: skip
 
     set_params(repo, split__seed=12)
     assert repro(repo, env) == STAGES - {"fetch"}

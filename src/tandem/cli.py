@@ -27,6 +27,8 @@ STAGES = {
     "compare": "Compare the torch model with the baselines (table + chart).",
     "summary": "Summarise every tabular data set and model (table + chart).",
     "export": "Export preprocessor + network as one ONNX file (checked vs Python) + TorchScript.",
+    "cv": "Cross-validate preprocessor + torch classifier on train (mean ± std per scorer).",
+    "tune": "Hyperparameter search (grid | random | halving) with CV results, best params, plots.",
 }
 PER_DATASET = ("fetch", "split", "preprocess", "train", "evaluate", "baselines", "export")
 

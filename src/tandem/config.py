@@ -171,6 +171,54 @@ class TabularParams(Section):
         return self
 
 
+class ParallelParams(Section):
+    """How the fits of cv/tune run: joblib's n_jobs on local processes, or a dask cluster."""
+
+    backend: Literal["loky", "threading", "dask"]
+    n_jobs: int = Field(description="parallel fits; -1: all cores (dask: all worker threads)")
+    scheduler: str | None = Field(
+        description="dask scheduler address; null: $TANDEM_DASK_SCHEDULER, else a LocalCluster"
+    )
+    n_workers: int = Field(ge=1, description="LocalCluster worker processes (backend dask)")
+
+
+class CVParams(Section):
+    folds: int = Field(ge=2, description="StratifiedKFold splits")
+    scoring: list[str] = Field(min_length=1, description="sklearn scorer names")
+    max_rows: int | None = Field(ge=2, description="stratified subset of train; null: all rows")
+    max_epochs: int | None = Field(ge=1, description="overrides train.max_epochs; null: keep")
+    seed: int
+    parallel: ParallelParams
+
+
+class HalvingParams(Section):
+    resource: str = Field(description="n_samples, or an estimator parameter such as max_epochs")
+    factor: int = Field(ge=2)
+    min_resources: int | Literal["exhaust", "smallest"] | None = Field(
+        description="null: exhaust (halving_grid) / smallest (halving_random)"
+    )
+    max_resources: int | None = Field(
+        description="null: all rows (n_samples) or the estimator's value (max_epochs)"
+    )
+
+
+class TuneParams(Section):
+    method: Literal["grid", "random", "halving_grid", "halving_random"]
+    estimator: dict[str, Any] = Field(
+        description="fixed TorchClassifier params (module, max_epochs, ...); the rest default"
+    )
+    space: dict[str, Any] = Field(description="estimator param name -> list of values")
+    n_iter: int = Field(ge=1, description="candidates of random / halving_random")
+    halving: HalvingParams
+    folds: int = Field(ge=2)
+    scoring: list[str] = Field(min_length=1)
+    refit: str = Field(description="the scorer that picks the best candidate")
+    max_rows: int | None = Field(ge=2, description="stratified subset of train; null: all rows")
+    seed: int
+    save_model: bool = Field(description="refit the best candidate and save it in models/tune")
+    parallel: ParallelParams
+
+
 class Params(Section):
     fetch: FetchParams
     split: SplitParams
@@ -179,6 +227,8 @@ class Params(Section):
     evaluate: EvaluateParams
     baselines: BaselinesParams
     tabular: TabularParams
+    cv: CVParams
+    tune: TuneParams
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -64,6 +64,15 @@ def _choice(kind: str, value: str, options: Sequence[str]) -> str:
     raise ValueError(f"Unknown {kind} {value!r}; choose one of {sorted(options)}.{hint}")
 
 
+def module_arguments(name: str) -> list[str] | None:
+    """The keyword arguments module ``name`` accepts (``module__<arg>``); None: any (``**kw``)."""
+    _choice("module", name, list(_REGISTRY))
+    params = inspect.signature(_REGISTRY[name]).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return [p for p in params if p not in ("n_features", "n_outputs")]
+
+
 def build_module(name: str, n_features: int, n_outputs: int, **kwargs) -> nn.Module:
     """Build the registered module ``name`` for ``n_features`` inputs and ``n_outputs`` outputs."""
     _choice("module", name, list(_REGISTRY))

@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""Exhaustive grid search vs successive halving over the same space, on USPS.
+
+Issue #5, "What it must show", point 3. Both searches run in this one process, one after the
+other, over the same space, the same 3 stratified folds and the same data, through the same
+tandem code the ``tune`` stage uses (``tandem.search``):
+
+- exhaustive: ``GridSearchCV``, every candidate trained for the full ``--epochs``;
+- halving: ``HalvingGridSearchCV`` with ``max_epochs`` as the resource (factor 3, from 1 epoch up
+  to ``--epochs``): every candidate gets 1 epoch, the best third 3, then 9, ... the finalists the
+  full budget.
+
+Each then refits its best candidate on the whole training subset (full ``--epochs``), and that
+model is scored on the held-out test split. The table gives wall time (search + refit), the best
+mean CV accuracy, the test accuracy and the ratios against the exhaustive search. Target: halving
+within 0.3 accuracy points of the exhaustive best, in at most a fifth of its time.
+
+Model: preprocessor (StandardScaler) + ``TorchClassifier(module="mlp", hidden 128)``, constant lr
+3e-3, no validation slice. Space (3 x 3 x 3 = 27 candidates, seed 003's kinds of choices):
+activation x optimizer x batch size. Data: USPS (OpenML 41070) from the offline cache (copied to
+a temporary folder first; ``--data-home`` or ``SCIKIT_LEARN_DATA`` to use another), stratified
+70/30 split with seed 11 as in the pipeline, then a stratified ``--train-rows`` subset of train.
+
+    python benchmarks/search.py                      # 1000 training rows, 27 epochs, n_jobs 2
+    python benchmarks/search.py --train-rows 400 --epochs 9   # smoke run, seconds
+
+Timings on a shared 2-core machine move with other processes' load; the script prints the load
+average before and after the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.datasets import fetch_openml
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from tandem import TorchClassifier, search
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CACHE = REPO.parent / "shared" / "data" / "openml-cache"
+USPS_ID = 41070
+SPACE = {
+    "module__activation": ["relu", "tanh", "sigmoid"],
+    "optimizer": ["adam", "rmsprop", "sgd"],
+    "batch_size": [32, 64, 128],
+}
+FOLDS = 3
+
+
+def load_usps(data_home: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(X float32, y str) from an OpenML cache; the shared cache is only ever read via a copy."""
+    home = data_home or os.environ.get("SCIKIT_LEARN_DATA")
+    tmp = None
+    if not home:
+        if not SHARED_CACHE.is_dir():
+            sys.exit(f"no OpenML cache at {SHARED_CACHE}; pass --data-home or SCIKIT_LEARN_DATA")
+        tmp = tempfile.mkdtemp(prefix="usps-openml-")
+        shutil.copytree(SHARED_CACHE, tmp, dirs_exist_ok=True)
+        home = tmp
+    try:
+        X, y = fetch_openml(
+            data_id=USPS_ID, as_frame=False, parser="liac-arff", data_home=home, return_X_y=True
+        )
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return np.asarray(X, dtype=np.float32), np.asarray(y).astype(str)
+
+
+def estimator(epochs: int, seed: int) -> TorchClassifier:
+    return TorchClassifier(
+        module="mlp", module__hidden_sizes=[128], lr=3e-3, max_epochs=epochs,
+        validation_fraction=0.0, random_state=seed, device="cpu",
+    )  # fmt: skip
+
+
+def run_search(method: str, X, y, X_test, y_test, args) -> dict:
+    est = estimator(args.epochs, args.seed)
+    pipe = search.make_pipeline(StandardScaler(), est)
+    resource = "max_epochs" if method == "halving_grid" else None
+    space = search.build_space(SPACE, est, method=method, pipeline=pipe, resource=resource)
+    searcher = search.build_search(
+        pipe, space, method=method, cv=search.folds(FOLDS, args.seed), scoring=["accuracy"],
+        refit_metric="accuracy", n_jobs=args.n_jobs, seed=args.seed, resource="max_epochs",
+        factor=3, min_resources=1, max_resources=args.epochs,
+    )  # fmt: skip
+    start = time.perf_counter()
+    searcher.fit(X, y)
+    wall = time.perf_counter() - start
+    best = search.summary(searcher, method=method, refit_metric="accuracy", seconds=wall)
+    return {
+        "method": method,
+        "candidates": best["n_candidates"],
+        "fits": best["n_fits"],
+        "wall_s": wall,
+        "best_cv": best["best_score"],
+        "test": float(searcher.score(X_test, y_test)),
+        "best_params": best["best_params"],
+        "resources": best.get("n_resources"),
+    }
+
+
+def warm_up(n_jobs: int) -> None:
+    """Start joblib's worker processes (and import torch in them) before anything is timed."""
+    from joblib import Parallel, delayed
+
+    def touch(i):
+        import tandem.estimators  # noqa: F401
+
+        return i
+
+    Parallel(n_jobs=n_jobs)(delayed(touch)(i) for i in range(max(n_jobs, 1) * 2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train-rows", type=int, default=1000, help="stratified training subset")
+    parser.add_argument("--epochs", type=int, default=27, help="full budget (a power of 3)")
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in this process")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-home", default=None)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    X, y = load_usps(args.data_home)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.3, stratify=y, random_state=11
+    )
+    X_train, y_train = search.subsample(X_train, y_train, args.train_rows, args.seed)
+    n_cand = search.n_candidates(SPACE)
+    print(
+        f"USPS: {len(y_train)} training rows (subset), {len(y_test)} test rows; {n_cand} "
+        f"candidates x {FOLDS} folds; mlp(128), {args.epochs} epochs; n_jobs {args.n_jobs}; "
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, {platform.machine()}"
+    )
+    load_before = os.getloadavg()
+    warm_up(args.n_jobs)
+    rows = [run_search(m, X_train, y_train, X_test, y_test, args) for m in ("grid", "halving_grid")]
+    load_after = os.getloadavg()
+
+    grid = rows[0]
+    header = ("method", "candidates", "fits", "wall s", "best CV acc", "test acc",
+              "time ratio", "Δ test (points)")  # fmt: skip
+    print("\n| " + " | ".join(header) + " |")
+    print("|---|" + "---:|" * (len(header) - 1))
+    names = {"grid": "exhaustive (GridSearchCV)", "halving_grid": "halving (HalvingGridSearchCV)"}
+    for row in rows:
+        row["time_ratio"] = row["wall_s"] / grid["wall_s"]
+        row["delta_points"] = 100 * (row["test"] - grid["test"])
+        print(
+            f"| {names[row['method']]} | {row['candidates']} | {row['fits']} | "
+            f"{row['wall_s']:.1f} | {row['best_cv']:.4f} | {row['test']:.4f} | "
+            f"{row['time_ratio']:.3f} | {row['delta_points']:+.2f} |"
+        )
+    halving = rows[1]
+    for row in rows:
+        print(f"{row['method']}: best {row['best_params']}"
+              + (f"; epochs per round {row['resources']}" if row["resources"] else ""))  # fmt: skip
+    met = halving["delta_points"] >= -0.3 and halving["time_ratio"] <= 0.2
+    print(
+        f"\ntarget (halving within 0.3 points, at most 1/5 of the time): "
+        f"{'met' if met else 'NOT met'} (Δ {halving['delta_points']:+.2f} points, "
+        f"{halving['time_ratio']:.3f}x the time, {1 / halving['time_ratio']:.1f}x faster)"
+    )
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
+          f"(timings include other processes' load on this machine)")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

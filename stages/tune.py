@@ -1,0 +1,77 @@
+"""tune: hyperparameter search over the preprocessor + TorchClassifier on the training split.
+
+The method (grid | random | halving_grid | halving_random), the fixed estimator params, the search
+space (the estimator's own param names), the scorers and the refit metric all come from the tune
+section. The space is checked against the estimator before anything is fitted. Outputs:
+``cv_results_`` as CSV, the best candidate as a metrics JSON, one plot per searched
+hyperparameter, and under models/tune the best candidate's full estimator params (plus, with
+save_model, the refit preprocessor and model).
+"""
+
+import shutil
+import time
+from pathlib import Path
+
+from stages.layout import layout
+from tandem import TorchClassifier, console, data, features, io, search
+
+PARAMS = ("tune", "preprocess", "fetch.target")
+RESULTS = "metrics/tune/cv_results.csv"
+BEST = "metrics/tune/best.json"
+PLOTS = "reports/tune"
+MODELS = "models/tune"
+ROUTED = ("module", "optimizer", "criterion", "lr_schedule")
+
+
+def build_estimator(p) -> TorchClassifier:
+    """TorchClassifier with tune.estimator's fixed params (names checked first), seeded."""
+    estimator = TorchClassifier(random_state=p.seed)
+    fixed = dict(p.estimator)
+    candidates = {k: [fixed[k]] for k in ROUTED if k in fixed}
+    search.check_names(list(fixed), estimator, where="tune.estimator", candidates=candidates)
+    return estimator.set_params(**fixed)
+
+
+def run(params, dataset: str | None = None) -> None:
+    p = params.tune
+    estimator = build_estimator(p)
+    prep = features.build_preprocessor(params.preprocess.scaler, params.preprocess.pca)
+    pipeline = search.make_pipeline(prep, estimator)
+    halving = p.method.startswith("halving")
+    space = search.build_space(
+        p.space, estimator, method=p.method, pipeline=pipeline,
+        resource=p.halving.resource if halving else None,
+    )  # fmt: skip
+    searcher = search.build_search(
+        pipeline, space, method=p.method, cv=search.folds(p.folds, p.seed), scoring=p.scoring,
+        refit_metric=p.refit, refit=p.save_model, n_jobs=p.parallel.n_jobs, n_iter=p.n_iter,
+        seed=p.seed, resource=p.halving.resource, factor=p.halving.factor,
+        min_resources=p.halving.min_resources, max_resources=p.halving.max_resources,
+    )  # fmt: skip
+    X, y = data.xy(io.read_parquet(layout(None).train), params.fetch.target)
+    X, y = search.subsample(X, y, p.max_rows, p.seed)
+    backend = p.parallel
+    start = time.perf_counter()
+    with (
+        console.status(f"searching ({p.method}) on {len(y)} rows"),
+        search.parallel(backend.backend, scheduler=backend.scheduler, n_workers=backend.n_workers),
+    ):
+        searcher.fit(X, y)
+    seconds = time.perf_counter() - start
+
+    frame = search.results_frame(searcher)
+    io.write_text(RESULTS, frame.to_csv(index=False))
+    best = search.summary(searcher, method=p.method, refit_metric=p.refit, seconds=seconds)
+    io.write_json(BEST, best)
+    for old in Path(PLOTS).glob("*.png"):  # plots of parameters no longer searched
+        old.unlink()
+    search.plot_param_scores(frame, p.refit, PLOTS)
+    fixed = {k: v for k, v in estimator.get_params(deep=False).items() if k != "callbacks"}
+    tuned = {k: v for k, v in best["best_params"].items() if not k.startswith("preprocess__")}
+    io.write_json(f"{MODELS}/search.json", {**best, "estimator": {**fixed, **tuned}})
+    shutil.rmtree(f"{MODELS}/model", ignore_errors=True)  # a model of an earlier run
+    Path(f"{MODELS}/preprocessor.skops").unlink(missing_ok=True)
+    if p.save_model:
+        best_pipeline = searcher.best_estimator_
+        features.save_transformer(best_pipeline[0], f"{MODELS}/preprocessor.skops")
+        best_pipeline[-1].set_params(callbacks=None).save(f"{MODELS}/model")
