@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -175,3 +176,28 @@ def test_onnx_model_refuses_a_foreign_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         OnnxModel(tmp_path / "missing.onnx")
     assert issubclass(InputError, ValueError)
+
+
+def test_export_is_byte_identical_for_the_same_model(usps_dir, tmp_path):
+    """No random graph names or serialization ids: the same model exports to the same bytes in
+    another process and another folder (so DVC's hashes of two identical runs agree). TorchScript
+    numbers the classes it traces per process, which is why each export runs in its own."""
+    import shutil
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[2]); "
+        "from _models import exported, usps_test; m = Path(sys.argv[1]); exported(m, usps_test(m))"
+    )
+    copies = []
+    for name in ("a", "b"):
+        shutil.copytree(usps_dir.parent, tmp_path / name)
+        model_dir = tmp_path / name / usps_dir.name
+        for out in ("model.onnx", "model.torchscript.pt"):
+            (model_dir / out).unlink(missing_ok=True)
+        subprocess.run([sys.executable, "-c", script, str(model_dir), str(Path(__file__).parent)],
+                       check=True, capture_output=True)  # fmt: skip
+        copies.append(model_dir)
+    for out in ("model.onnx", "model.torchscript.pt"):
+        assert (copies[0] / out).read_bytes() == (copies[1] / out).read_bytes(), out

@@ -20,6 +20,7 @@ position, then a comparison with the positions.
 from __future__ import annotations
 
 import copy
+import io as _io
 import json
 from pathlib import Path
 from typing import Any
@@ -288,9 +289,30 @@ def torchscript(pipe: Pipeline, path: str | Path) -> Path:
         warnings.simplefilter("ignore", DeprecationWarning)
         with torch.no_grad():
             traced = torch.jit.trace(module, torch.zeros(2, n_in))
-        with io.atomic_path(path) as tmp:
-            torch.jit.save(traced, str(tmp))
-    return Path(path)
+        buffer = _io.BytesIO()  # not a temp file: its name would become the archive's root
+        torch.jit.save(traced, buffer)
+    return io.write_bytes(path, _canonical_torchscript(buffer.getvalue()))
+
+
+def _canonical_torchscript(data: bytes) -> bytes:
+    """torch.jit.save writes a random ``serialization_id``; replace it with a hash of the rest,
+    so the same network gives the same bytes (and DVC sees no change)."""
+    import hashlib
+    import zipfile
+
+    with zipfile.ZipFile(_io.BytesIO(data)) as src:
+        entries = [(info, src.read(info)) for info in src.infolist()]
+    digest = hashlib.sha256()
+    for info, content in entries:
+        if not info.filename.endswith("serialization_id"):
+            digest.update(info.filename.encode() + content)
+    out = _io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as dst:
+        for info, content in entries:
+            if info.filename.endswith("serialization_id"):
+                content = digest.hexdigest()[: len(content)].encode()
+            dst.writestr(info, content)
+    return out.getvalue()
 
 
 # ------------------------------------------------------------------------------ composition
@@ -350,6 +372,7 @@ def build_onnx(pipe: Pipeline):
     }
     helper.set_model_props(merged, {METADATA_KEY: json.dumps(meta)})
     merged.producer_name = "tandem"
+    graph.name = "tandem"  # merge_models names it from a random uuid: same model, same bytes
     onnx.checker.check_model(merged)
     return merged
 
