@@ -24,8 +24,10 @@ def run(params, dataset: str | None = None) -> None:
             rows.append({"dataset": folder.name, "model": model, **scores})
     io.write_json(SUMMARY, summary)
     io.write_text(TABLE, pd.DataFrame(rows).to_csv(index=False))
-    # the headline score of each data set: accuracy for classification, R² for regression
-    headline = {
-        f"{row['dataset']} / {row['model']}": row.get("accuracy", row.get("r2")) for row in rows
-    }
-    evaluation.plot_model_comparison(headline, CHART, metric="accuracy or R²")
+    # one panel per data set, with its headline score: accuracy (classification) or R²
+    groups, metrics = {}, {}
+    for row in rows:
+        metric = "accuracy" if "accuracy" in row else "r2"
+        groups.setdefault(row["dataset"], {})[row["model"]] = row[metric]
+        metrics[row["dataset"]] = "R²" if metric == "r2" else metric
+    evaluation.plot_grouped_comparison(groups, CHART, metrics)

@@ -255,6 +255,17 @@ def test_plot_model_comparison_lower_is_better(tmp_path):
         ev.plot_model_comparison({}, tmp_path / "none.png")
 
 
+def test_plot_grouped_comparison_one_panel_per_data_set(tmp_path):
+    groups = {
+        "adult": {"torch_mlp": 0.863, "hist_gradient_boosting": 0.871},
+        "cpu": {"torch_mlp": 0.94, "ridge": 0.897, "hist_gradient_boosting": float("nan")},
+    }
+    out = ev.plot_grouped_comparison(groups, tmp_path / "g.png", {"adult": "accuracy", "cpu": "R²"})
+    _assert_png(out, tmp_path)
+    with pytest.raises(ValueError, match="at least one score"):
+        ev.plot_grouped_comparison({"adult": {}}, tmp_path / "none.png", {"adult": "accuracy"})
+
+
 def test_plot_replaces_existing_file(tmp_path):
     path = tmp_path / "confusion.png"
     path.write_bytes(b"old")

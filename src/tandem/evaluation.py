@@ -397,6 +397,30 @@ def plot_model_comparison(
     """
     if not scores:
         raise ValueError("scores is empty: there are no models to compare")
+    fig = Figure(figsize=(7, 0.45 * len(scores) + 1.5), layout="constrained")
+    ax = fig.add_subplot()
+    _score_bars(ax, scores, metric, higher_is_better)
+    ax.set_title(f"model comparison: {metric}")
+    return _save_figure(fig, path)
+
+
+def plot_grouped_comparison(
+    groups: Mapping[str, Mapping[str, float]], path: PathLike, metrics: Mapping[str, str]
+) -> Path:
+    """One panel of bars per group (a tabular data set), each on its own scale and metric."""
+    if not groups or not all(groups.values()):
+        raise ValueError("every group needs at least one score")
+    heights = [0.45 * len(scores) + 0.9 for scores in groups.values()]
+    fig = Figure(figsize=(7, sum(heights) + 0.6), layout="constrained")
+    axes = fig.subplots(len(groups), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for ax, (name, scores) in zip(axes, groups.items(), strict=True):
+        _score_bars(ax, scores, metrics[name], higher_is_better=True)
+        ax.set_title(f"{name}: {metrics[name]}", loc="left")
+    return _save_figure(fig, path)
+
+
+def _score_bars(ax, scores: Mapping[str, float], metric: str, higher_is_better: bool) -> None:
+    """Horizontal bars, best at the top, the score in each label (a NaN one: "n/a", no bar)."""
     items = [(str(name), float(value)) for name, value in scores.items()]
     sign = -1.0 if higher_is_better else 1.0
     items.sort(key=lambda kv: (math.isnan(kv[1]), 0.0 if math.isnan(kv[1]) else sign * kv[1]))
@@ -404,9 +428,6 @@ def plot_model_comparison(
     # The score goes in the tick label: always readable, never collides with a bar or the frame.
     names = [f"{name} ({'n/a' if math.isnan(v) else f'{v:.4f}'})" for name, v in items]
     values = [0.0 if math.isnan(v) else v for _, v in items]
-
-    fig = Figure(figsize=(7, 0.45 * len(items) + 1.5), layout="constrained")
-    ax = fig.add_subplot()
     ax.barh(names, values, color="tab:blue")
     finite = [v for _, v in items if not math.isnan(v)]
     lo = min(finite, default=0.0)
@@ -416,8 +437,6 @@ def plot_model_comparison(
         ax.set_xlim(max(0.0, lo - (hi - lo) * 0.5 - 0.02), min(1.0, hi + (hi - lo) * 0.15 + 0.01))
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlabel(metric)
-    ax.set_title(f"model comparison: {metric}")
-    return _save_figure(fig, path)
 
 
 def comparison_table(
