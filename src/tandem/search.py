@@ -88,6 +88,8 @@ def _routed_arguments(prefix: str, spec: Any) -> list[str] | None:
     if prefix == "module":
         if isinstance(spec, str):
             return models.module_arguments(spec)
+        if isinstance(spec, torch.nn.Module):
+            return []  # a ready-made module takes no module__* arguments
         return _arguments(spec, {"n_features", "n_outputs"})
     table = {"optimizer": OPTIMIZERS, "criterion": CRITERIA, "lr_schedule": _SCHEDULES}[prefix]
     if spec is None:
@@ -111,10 +113,10 @@ def estimator_param_names(
     a search will try; a routed name is valid only if every candidate accepts it. A candidate that
     takes ``**kwargs`` accepts anything, shown as ``module__*``.
     """
-    params = estimator.get_params(deep=False)
-    names = sorted(k for k in params if "__" not in k)
     if not isinstance(estimator, _TorchEstimator):
         return sorted(estimator.get_params(deep=True))
+    params = estimator.get_params(deep=False)
+    names = sorted(k for k in params if "__" not in k)
     candidates = dict(candidates or {})
     for prefix in ("module", "optimizer", "criterion", "lr_schedule"):
         default = params[prefix]
@@ -158,16 +160,12 @@ def check_names(
     valid = estimator_param_names(estimator, candidates)
     pipeline_names = sorted(pipeline.get_params(deep=True)) if pipeline is not None else []
     pre = [n for n in pipeline_names if n.startswith(f"{PREPROCESS_STEP}__")]
-    bad = [
-        n
-        for n in names
-        if not (_is_valid(n, valid) or (n.startswith(PREPROCESS_STEP) and n in pre))
-    ]
+    bad = [n for n in names if not (_is_valid(n, valid) or n in pre)]
     if bad:
         described = "; ".join(f"{n!r}{nearest_hint(n, valid + pre)}" for n in bad)
         extra = f" (and preprocessor names: {', '.join(pre)})" if pre else ""
         raise SearchSpaceError(
-            f"{where}: unknown parameter name(s) {described}. "
+            f"{where}: unknown parameter name(s) {described}\n"
             f"Valid names for {type(estimator).__name__}: {', '.join(valid)}{extra}"
         )
 
