@@ -199,6 +199,22 @@ def test_successive_halving(xy, method, extra, tmp_path):
     assert search.plot_param_scores(frame, "accuracy", tmp_path)
 
 
+def test_random_search_plots_a_distribution_as_score_against_value(xy, tmp_path):
+    lr = {"distribution": "loguniform", "low": 1e-4, "high": 1e-1}
+    est = small_estimator(max_epochs=1)
+    pipe = search.make_pipeline(StandardScaler(), est)
+    space = search.build_space({"lr": lr}, est, method="random", pipeline=pipe)
+    searcher = search.build_search(
+        pipe, space, method="random", cv=2, scoring=["accuracy"], refit_metric="accuracy",
+        refit=False, n_iter=8, seed=0,
+    )  # fmt: skip
+    searcher.fit(*xy)
+    frame = search.results_frame(searcher)
+    assert frame["param_lr"].nunique() == 8
+    (path,) = search.plot_param_scores(frame, "accuracy", tmp_path)
+    assert path.name == "lr.png" and path.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_cross_validate_scores(xy):
     pipe = search.make_pipeline(StandardScaler(), small_estimator())
     scores = search.cross_validate_scores(

@@ -527,8 +527,9 @@ def plot_param_scores(
 ) -> list[Path]:
     """One PNG per searched hyperparameter: the spread of mean CV ``metric`` over candidates
     for each of its values (violins where a value has several candidates, else boxes), with
-    every candidate as a dot. Halving searches use their first iteration, where every candidate
-    was scored on the same budget."""
+    every candidate as a dot; a numeric parameter drawn from a distribution (more than 6 values)
+    gets score against value instead. Halving searches use their first iteration, where every
+    candidate was scored on the same budget."""
     from matplotlib.figure import Figure
 
     if "iter" in frame.columns:
@@ -536,6 +537,9 @@ def plot_param_scores(
     column = f"mean_test_{metric}" if f"mean_test_{metric}" in frame else "mean_test_score"
     written = []
     for key in searched_params(frame):
+        if _continuous(frame[f"param_{key}"]):
+            written.append(_plot_continuous(frame, key, column, metric, folder))
+            continue
         labels = list(dict.fromkeys(frame[f"param_{key}"].map(str)))
         groups = [
             frame.loc[frame[f"param_{key}"].map(str) == label, column].dropna().to_numpy()
@@ -562,3 +566,31 @@ def plot_param_scores(
             fig.savefig(tmp, format="png", dpi=110)
         written.append(path)
     return written
+
+
+def _continuous(values: pd.Series) -> bool:
+    numeric = all(
+        isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_)
+        for v in values
+    )
+    return numeric and values.nunique() > 6
+
+
+def _plot_continuous(
+    frame: pd.DataFrame, key: str, column: str, metric: str, folder: str | os.PathLike[str]
+) -> Path:
+    from matplotlib.figure import Figure
+
+    x = frame[f"param_{key}"].astype(float).to_numpy()
+    fig = Figure(figsize=(5.0, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(x, frame[column].to_numpy(), s=14, color="black", alpha=0.7)
+    if x.min() > 0 and x.max() / x.min() >= 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(key)
+    ax.set_ylabel(f"mean CV {metric}")
+    ax.set_title(f"{metric} by {key} ({len(frame)} candidates)")
+    path = Path(folder) / f"{key}.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return path
