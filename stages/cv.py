@@ -5,7 +5,7 @@ are fitted together inside every StratifiedKFold fold, on a stratified subset of
 of the training split; each scorer's mean and std over the folds go to metrics/cv.json.
 """
 
-from stages.layout import layout
+from stages.layout import layout, timings
 from stages.train import build_estimator
 from tandem import console, data, features, io, search
 
@@ -32,4 +32,6 @@ def run(params, dataset: str | None = None) -> None:
             pipeline, X, y, cv=search.folds(p.folds, p.seed), scoring=p.scoring,
             n_jobs=backend.n_jobs,
         )  # fmt: skip
+    # wall-clock times differ on every run: kept out of the DVC metric (see stages/layout.py)
+    io.write_json(timings("cv", None), {k: scores.pop(k) for k in ("fit_seconds", "wall_seconds")})
     io.write_json(METRICS, scores)
