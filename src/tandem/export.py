@@ -295,13 +295,19 @@ def torchscript(pipe: Pipeline, path: str | Path) -> Path:
 
 
 def _canonical_torchscript(data: bytes) -> bytes:
-    """torch.jit.save writes a random ``serialization_id``; replace it with a hash of the rest,
-    so the same network gives the same bytes (and DVC sees no change)."""
+    """The same network, the same bytes (and DVC sees no change): torch.jit.save writes a random
+    ``serialization_id`` (replaced by a hash of the rest) and ``*.debug_pkl`` files holding the
+    Python call stack of the trace, with this machine's paths (dropped: loading does not need
+    them, only error messages of the traced code would)."""
     import hashlib
     import zipfile
 
     with zipfile.ZipFile(_io.BytesIO(data)) as src:
-        entries = [(info, src.read(info)) for info in src.infolist()]
+        entries = [
+            (info, src.read(info))
+            for info in src.infolist()
+            if not info.filename.endswith(".debug_pkl")
+        ]
     digest = hashlib.sha256()
     for info, content in entries:
         if not info.filename.endswith("serialization_id"):
@@ -373,6 +379,9 @@ def build_onnx(pipe: Pipeline):
     helper.set_model_props(merged, {METADATA_KEY: json.dumps(meta)})
     merged.producer_name = "tandem"
     graph.name = "tandem"  # merge_models names it from a random uuid: same model, same bytes
+    imports = sorted((o.domain, o.version) for o in merged.opset_import)  # merged from a set
+    del merged.opset_import[:]
+    merged.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in imports)
     onnx.checker.check_model(merged)
     return merged
 
