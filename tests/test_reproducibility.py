@@ -1,0 +1,144 @@
+"""Reproducibility and crash safety of the real pipeline (slow, end to end, like test_pipeline):
+
+- two runs from clean copies give identical dvc.lock hashes for every output, even when one of
+  them was SIGKILLed in the middle of training and resumed from its checkpoint;
+- a stage SIGKILLed while it writes its outputs leaves every previous output whole (or absent),
+  never truncated, and the next `dvc repro` completes;
+- reverting a param after an experiment restores the outputs from DVC's run-cache, no retraining.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import ROOT, SHARED_CACHE, tool_env
+from test_pipeline import SMALL, _merge, commit, repro, run, set_params
+
+pytestmark = pytest.mark.slow
+
+# the wrapper kills its own process (SIGKILL: no cleanup, no `finally`) at the moment it is about
+# to rename the N-th finished temp file onto TARGET, i.e. in the middle of writing outputs
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    target, nth = sys.argv[1], int(sys.argv[2])
+    seen, real = 0, os.replace
+    def replace(src, dst, *args, **kwargs):
+        global seen
+        if os.path.normpath(os.fspath(dst)).endswith(os.path.normpath(target)):
+            seen += 1
+            if seen == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(src, dst, *args, **kwargs)
+    os.replace = replace
+    from tandem.cli import app
+    sys.argv = ["tandem", *sys.argv[3:]]
+    app()
+""")
+
+
+def make_repo(tmp: Path, name: str) -> tuple[Path, dict]:
+    cache = tmp / f"{name}-openml-cache"
+    shutil.copytree(SHARED_CACHE, cache)
+    repo = tmp / name
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    for file in files:
+        if (ROOT / file).is_file():
+            (repo / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / file, repo / file)
+    for generated in ("dvc.lock", "metrics", "dvclive", "reports"):  # a clean start
+        path = repo / generated
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    env = tool_env(SCIKIT_LEARN_DATA=str(cache), DVC_NO_ANALYTICS="1")
+    small = _merge(yaml.safe_load((repo / "params.yaml").read_text()), SMALL)
+    small["train"].update(max_epochs=3, lr_schedule="onecycle")  # a scheduler to restore too
+    (repo / "params.yaml").write_text(yaml.safe_dump(small, sort_keys=False))
+    run(["git", "init", "-q"], repo, env)
+    commit(repo, env, "init")
+    return repo, env
+
+
+def out_hashes(repo: Path) -> dict[str, str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {
+        f"{stage}:{out['path']}": out.get("md5")
+        for stage, entry in lock["stages"].items()
+        for out in entry.get("outs", [])
+    }
+
+
+def killed(repo: Path, env: dict, target: str, nth: int, *args: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, target, str(nth), *args],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == -9, (proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory):
+    if not SHARED_CACHE.is_dir():
+        pytest.skip(
+            f"needs the offline OpenML cache at {SHARED_CACHE} (../shared beside the project)"
+        )
+    tmp = tmp_path_factory.mktemp("repro")
+    return make_repo(tmp, "a"), make_repo(tmp, "b")
+
+
+def test_identical_runs_even_across_a_sigkill_and_the_run_cache(repos):
+    (a, env_a), (b, env_b) = repos
+
+    # run A: straight through
+    repro(a, env_a)
+    first = out_hashes(a)
+    assert first and all(first.values())
+
+    # run B: SIGKILLed while writing the checkpoint after epoch 2, so epoch 1's is the last one
+    run(["dvc", "repro", "preprocess"], b, env_b)
+    killed(b, env_b, "checkpoints/usps.pt", 2, "train")
+    state = torch.load(b / "checkpoints" / "usps.pt", weights_only=True)  # whole, not truncated
+    assert len(state["loop"]["history"]) == 1 and not state["complete"]
+    assert not (b / "models" / "model").exists() and not (b / "metrics" / "train.json").exists()
+    repro(b, env_b)  # train goes on from epoch 2
+    assert torch.load(b / "checkpoints" / "usps.pt", weights_only=True)["complete"]
+    second = out_hashes(b)
+    differing = {k: (first.get(k), second.get(k)) for k in first.keys() | second.keys()
+                 if first.get(k) != second.get(k)}  # fmt: skip
+    assert not differing, differing
+
+    # A: an experiment, then the param reverted: DVC's run-cache gives the old outputs back
+    commit(a, env_a, "first run")
+    run(["dvc", "exp", "run", "-S", "train.lr=0.002"], a, env_a)
+    assert out_hashes(a)["train:models/model"] != first["train:models/model"]
+    run(["git", "checkout", "--", "params.yaml"], a, env_a)
+    log = run(["dvc", "repro"], a, env_a).stdout
+    assert "Running stage 'train'" not in log, log
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in log, log
+    assert out_hashes(a) == first
+
+
+def test_sigkill_while_writing_outputs_leaves_them_whole(repos):
+    (a, _), (b, env_b) = repos
+    before = {p: (b / p).read_bytes() for p in ("metrics/train.json", "dvclive/metrics.json")}
+    set_params(b, train__lr=0.004)
+    # killed as it renames metrics/train.json into place: the model is already the new one
+    killed(b, env_b, "metrics/train.json", 1, "train")
+    assert (b / "metrics" / "train.json").read_bytes() == before["metrics/train.json"]
+    from tandem import TorchClassifier
+
+    TorchClassifier.load(b / "models" / "model")  # whole: loads
+    for path in (b / "metrics").rglob("*.json"):
+        yaml.safe_load(path.read_text())  # every JSON output parses (none truncated)
+    stages = repro(b, env_b)
+    assert "train" in stages
+    status = run(["dvc", "status"], b, env_b).stdout
+    assert "changed" not in status, status
