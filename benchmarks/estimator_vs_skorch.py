@@ -35,13 +35,12 @@ import platform
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import fetch_openml
+from _usps import USPS_ID, load_usps
 from sklearn.model_selection import StratifiedShuffleSplit, train_test_split
 from sklearn.preprocessing import LabelEncoder
 from torch import nn
@@ -49,9 +48,6 @@ from torch import nn
 from tandem import TorchClassifier
 from tandem.models import build_module
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_CACHE = REPO.parent / "shared" / "data" / "openml-cache"
-USPS_ID = 41070
 MODULE = "usps_cnn"
 LR = 1e-3
 BATCH = 32
@@ -66,39 +62,6 @@ TARGET_VS_SKORCH = 1.2  # skorch s/epoch >= 1.2 x tandem
 
 
 # --------------------------------------------------------------------------- data
-def _same_path(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return False
-
-
-def load_usps(data_home: str | None) -> tuple[np.ndarray, np.ndarray, str]:
-    """(X float32, y str, where it was read from). Never lets sklearn touch the shared cache."""
-    tmp = None
-    home = data_home or os.environ.get("SCIKIT_LEARN_DATA")
-    if home and _same_path(Path(home), SHARED_CACHE):
-        print(f"note: {home} is the shared cache itself; reading a temporary copy of it instead")
-        home = None
-    if not home:
-        if not SHARED_CACHE.is_dir():
-            sys.exit(
-                f"no OpenML cache at {SHARED_CACHE}; pass --data-home or set SCIKIT_LEARN_DATA"
-            )
-        tmp = tempfile.mkdtemp(prefix="usps-openml-")
-        shutil.copytree(SHARED_CACHE, tmp, dirs_exist_ok=True)
-        home = tmp
-    try:
-        X, y = fetch_openml(
-            data_id=USPS_ID, as_frame=False, parser="liac-arff", data_home=home, return_X_y=True
-        )
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    where = f"copy of {SHARED_CACHE}" if tmp is not None else home
-    return np.asarray(X, dtype=np.float32), np.asarray(y).astype(str), where
-
-
 # --------------------------------------------------------------------------- helpers
 def sync(device: torch.device) -> None:
     if device.type == "cuda":

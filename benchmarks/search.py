@@ -42,23 +42,17 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from sklearn.datasets import fetch_openml
+from _usps import load_usps
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from tandem import TorchClassifier, search
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_CACHE = REPO.parent / "shared" / "data" / "openml-cache"
-USPS_ID = 41070
 SPACE = {
     "module__activation": ["relu", "tanh", "sigmoid"],
     "optimizer": ["adam", "rmsprop", "sgd"],
@@ -66,26 +60,6 @@ SPACE = {
     "batch_size": [32, 64, 128],
 }
 FOLDS = 3
-
-
-def load_usps(data_home: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(X float32, y str) from an OpenML cache; the shared cache is only ever read via a copy."""
-    home = data_home or os.environ.get("SCIKIT_LEARN_DATA")
-    tmp = None
-    if not home:
-        if not SHARED_CACHE.is_dir():
-            sys.exit(f"no OpenML cache at {SHARED_CACHE}; pass --data-home or SCIKIT_LEARN_DATA")
-        tmp = tempfile.mkdtemp(prefix="usps-openml-")
-        shutil.copytree(SHARED_CACHE, tmp, dirs_exist_ok=True)
-        home = tmp
-    try:
-        X, y = fetch_openml(
-            data_id=USPS_ID, as_frame=False, parser="liac-arff", data_home=home, return_X_y=True
-        )
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return np.asarray(X, dtype=np.float32), np.asarray(y).astype(str)
 
 
 def estimator(epochs: int, seed: int) -> TorchClassifier:
@@ -145,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    X, y = load_usps(args.data_home)
+    X, y, _ = load_usps(args.data_home)
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.3, stratify=y, random_state=11
     )

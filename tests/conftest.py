@@ -25,6 +25,38 @@ def tool_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def copy_project(dest: Path, *, clean: bool = False) -> Path:
+    """The project's files as a fresh clone has them (tracked, plus untracked files git does not
+    ignore) copied to ``dest``; ``clean`` leaves out the committed results of the real run."""
+    import subprocess
+
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    for name in files:
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    if clean:
+        for result in ("dvc.lock", "metrics", "reports", "dvclive"):
+            path = dest / result
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    return dest
+
+
+def offline_env(cache_dest: Path, **extra: str) -> dict[str, str]:
+    """Copy the shared OpenML cache (scikit-learn deletes files it cannot parse, so never the
+    original) and return a tool environment reading it; skip the test when it is absent."""
+    if not SHARED_CACHE.is_dir():
+        pytest.skip(
+            f"end-to-end test needs the offline OpenML cache at {SHARED_CACHE} "
+            "(../shared beside the project); a user's clone without it skips this test"
+        )
+    shutil.copytree(SHARED_CACHE, cache_dest)
+    return tool_env(SCIKIT_LEARN_DATA=str(cache_dest), DVC_NO_ANALYTICS="1", **extra)
+
+
 def build_openml_cache(dest: Path, data_ids: list[int]) -> Path:
     """Lay out scikit-learn's recorded OpenML answers the way fetch_openml caches them."""
     import sklearn

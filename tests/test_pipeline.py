@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, SHARED_CACHE, tool_env
+from conftest import copy_project, offline_env
 
 pytestmark = pytest.mark.slow
 
@@ -71,24 +71,9 @@ def set_params(repo: Path, **changes) -> None:
 
 @pytest.fixture(scope="module")
 def pipeline_repo(tmp_path_factory) -> tuple[Path, dict]:
-    if not SHARED_CACHE.is_dir():
-        pytest.skip(
-            f"end-to-end test needs the offline OpenML cache at {SHARED_CACHE} "
-            "(../shared beside the project); a user's clone without it skips this test"
-        )
     tmp = tmp_path_factory.mktemp("e2e")
-    cache = tmp / "openml-cache"
-    shutil.copytree(SHARED_CACHE, cache)  # a copy: scikit-learn deletes files it cannot parse
-    repo = tmp / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    for name in files:
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
-    env = tool_env(SCIKIT_LEARN_DATA=str(cache), DVC_NO_ANALYTICS="1")
+    env = offline_env(tmp / "openml-cache")
+    repo = copy_project(tmp / "repo")
     params = _merge(yaml.safe_load((repo / "params.yaml").read_text()), SMALL)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=tandem-test", "-c", "user.email=test@tandem.invalid"]

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, SHARED_CACHE, tool_env
+from conftest import copy_project, offline_env
 from test_pipeline import SMALL, _merge, commit, repro, run, set_params
 
 pytestmark = pytest.mark.slow
@@ -44,21 +43,8 @@ KILLER = textwrap.dedent("""
 
 
 def make_repo(tmp: Path, name: str) -> tuple[Path, dict]:
-    cache = tmp / f"{name}-openml-cache"
-    shutil.copytree(SHARED_CACHE, cache)
-    repo = tmp / name
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    for file in files:
-        if (ROOT / file).is_file():
-            (repo / file).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / file, repo / file)
-    for generated in ("dvc.lock", "metrics", "dvclive", "reports"):  # a clean start
-        path = repo / generated
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    env = tool_env(SCIKIT_LEARN_DATA=str(cache), DVC_NO_ANALYTICS="1")
+    env = offline_env(tmp / f"{name}-openml-cache")
+    repo = copy_project(tmp / name, clean=True)
     small = _merge(yaml.safe_load((repo / "params.yaml").read_text()), SMALL)
     small["train"].update(max_epochs=3, lr_schedule="onecycle")  # a scheduler to restore too
     (repo / "params.yaml").write_text(yaml.safe_dump(small, sort_keys=False))
@@ -86,10 +72,6 @@ def killed(repo: Path, env: dict, target: str, nth: int, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def repos(tmp_path_factory):
-    if not SHARED_CACHE.is_dir():
-        pytest.skip(
-            f"needs the offline OpenML cache at {SHARED_CACHE} (../shared beside the project)"
-        )
     tmp = tmp_path_factory.mktemp("repro")
     return make_repo(tmp, "a"), make_repo(tmp, "b")
 

@@ -7,14 +7,13 @@ Runs in a temporary git repo (a copy of the project) on a copy of the offline Op
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, SHARED_CACHE, tool_env
+from conftest import copy_project, offline_env
 
 pytestmark = pytest.mark.slow
 
@@ -34,22 +33,8 @@ def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.
 @pytest.fixture
 def sweep_repo(tmp_path) -> tuple[Path, dict]:
     """The project's USPS chain (fetch ... evaluate) in a fresh git repo, run and committed."""
-    if not SHARED_CACHE.is_dir():
-        pytest.skip(f"needs the offline OpenML cache at {SHARED_CACHE}")
-    cache = tmp_path / "openml-cache"
-    shutil.copytree(SHARED_CACHE, cache)
-    repo = tmp_path / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    for name in files:
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
-    for stale in ("dvc.lock", "metrics", "reports", "dvclive"):  # results of the real run
-        path = repo / stale
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    env = offline_env(tmp_path / "openml-cache", OMP_NUM_THREADS="1")
+    repo = copy_project(tmp_path / "repo", clean=True)
     # the USPS chain only: every stage of the trimmed pipeline has run, so `dvc exp apply` can
     # check out all outputs (the tabular branch, cv and tune would add minutes and nothing here)
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
@@ -58,7 +43,6 @@ def sweep_repo(tmp_path) -> tuple[Path, dict]:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"].update(SMALL_TRAIN)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = tool_env(SCIKIT_LEARN_DATA=str(cache), DVC_NO_ANALYTICS="1", OMP_NUM_THREADS="1")
     run(["git", "init", "-q"], repo, env)
     run(["git", "config", "user.name", "tandem-test"], repo, env)  # CI may have no identity
     run(["git", "config", "user.email", "test@tandem.invalid"], repo, env)

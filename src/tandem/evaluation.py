@@ -82,7 +82,7 @@ def _display(label: Any, names: Mapping[Any, str] | None) -> str:
     return str(label)
 
 
-def _save_figure(fig: Figure, path: PathLike, *, dpi: int = 120) -> Path:
+def save_figure(fig: Figure, path: PathLike, *, dpi: int = 120) -> Path:
     """Write ``fig`` as PNG atomically; returns the final path."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
@@ -214,7 +214,7 @@ def plot_confusion(
         for j in range(k):
             colour = "white" if cm[i, j] > threshold else "black"
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=colour, fontsize=fontsize)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def worst_indices(
@@ -297,7 +297,7 @@ def plot_worst_digits(
         ax = fig.add_subplot()
         ax.axis("off")
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center", fontsize=12)
-        return _save_figure(fig, path)
+        return save_figure(fig, path)
 
     cols = math.ceil(math.sqrt(idx.size))
     rows = math.ceil(idx.size / cols)
@@ -310,7 +310,7 @@ def plot_worst_digits(
         ax.imshow(x[i].reshape(side, side), cmap=cmap, interpolation="nearest")
         true, pred = _display(y_true[i], label_names), _display(y_pred[i], label_names)
         ax.set_title(f"true {true} / pred {pred}\n(p={conf[i]:.2f})", fontsize=8)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
@@ -379,7 +379,7 @@ def plot_learning_curves(history: Sequence[Mapping[str, Any]], path: PathLike) -
         ax_score.set_xticks([])
         ax_score.set_yticks([])
     ax_score.set_title("validation score")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_model_comparison(
@@ -401,7 +401,7 @@ def plot_model_comparison(
     ax = fig.add_subplot()
     _score_bars(ax, scores, metric, higher_is_better)
     ax.set_title(f"model comparison: {metric}")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_grouped_comparison(
@@ -416,7 +416,7 @@ def plot_grouped_comparison(
     for ax, (name, scores) in zip(axes, groups.items(), strict=True):
         _score_bars(ax, scores, metrics[name], higher_is_better=True)
         ax.set_title(f"{name}: {metrics[name]}", loc="left")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _score_bars(ax, scores: Mapping[str, float], metric: str, higher_is_better: bool) -> None:

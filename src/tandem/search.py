@@ -43,7 +43,7 @@ from sklearn.pipeline import Pipeline
 
 from tandem import models
 from tandem.estimators import CRITERIA, OPTIMIZERS, _TorchEstimator
-from tandem.io import atomic_path
+from tandem.evaluation import save_figure
 from tandem.models import nearest_hint
 
 METHODS = ("grid", "random", "halving_grid", "halving_random")
@@ -561,10 +561,7 @@ def plot_param_scores(
         ax.set_xlabel(key)
         ax.set_ylabel(f"mean CV {metric}")
         ax.set_title(f"{metric} by {key} ({len(frame)} candidates)")
-        path = Path(folder) / f"{key}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-        written.append(path)
+        written.append(save_figure(fig, Path(folder) / f"{key}.png", dpi=110))
     return written
 
 
@@ -590,7 +587,4 @@ def _plot_continuous(
     ax.set_xlabel(key)
     ax.set_ylabel(f"mean CV {metric}")
     ax.set_title(f"{metric} by {key} ({len(frame)} candidates)")
-    path = Path(folder) / f"{key}.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
+    return save_figure(fig, Path(folder) / f"{key}.png", dpi=110)
