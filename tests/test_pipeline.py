@@ -27,7 +27,7 @@ SMALL = {
               "lr_schedule": None, "patience": None},
     "baselines": {"logistic_regression": {"max_iter": 30}, "random_forest": {"n_estimators": 10},
                   "hist_gradient_boosting": {"max_iter": 5}},
-    "tabular": {"train": {"max_epochs": 2},
+    "tabular": {"train": {"max_epochs": 2}, "datasets": {"cpu": {"train": {"max_epochs": 3}}},
                 "baselines": {"random_forest": {"n_estimators": 10},
                               "hist_gradient_boosting": {"max_iter": 5}}},
     "cv": {"folds": 3, "max_rows": 300, "max_epochs": 1},
