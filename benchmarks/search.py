@@ -29,7 +29,7 @@ candidates x 1 epoch against candidates x ``--epochs`` for the grid (81 candidat
 rounds, ~1/13 ideally). With 27 epochs it is 4 rounds of 81 candidates, ~1/6 ideally, and the
 refit, the rounds' stragglers on 2 workers and per-fit overheads bring it to about 1/4.
 
-    python benchmarks/search.py                      # 1000 training rows, 81 epochs, n_jobs 2
+    python benchmarks/search.py                      # 2000 training rows, 81 epochs, n_jobs 2
     python benchmarks/search.py --train-rows 400 --epochs 9   # smoke run, seconds
 
 Timings on a shared 2-core machine move with other processes' load; the script prints the load
@@ -109,7 +109,7 @@ def warm_up(n_jobs: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train-rows", type=int, default=1000, help="stratified training subset")
+    parser.add_argument("--train-rows", type=int, default=2000, help="stratified training subset")
     parser.add_argument("--epochs", type=int, default=81, help="full budget (a power of 3)")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in this process")
