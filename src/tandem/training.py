@@ -20,6 +20,10 @@ from torch import nn
 EVAL_BATCH_SIZE = 4096
 
 
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: the weights are garbage, so nothing may be saved."""
+
+
 # --------------------------------------------------------------------------- devices and seeds
 def resolve_device(device: str | torch.device = "auto", *, fallback: bool = False) -> torch.device:
     """ "auto" -> CUDA when available, else CPU. ``fallback`` maps an unavailable CUDA to CPU."""
@@ -215,6 +219,7 @@ def train_epochs(
             record[f"valid_{score_name}"] = float(v_score)
         record["lr"] = float(lr)
         record["seconds"] = time.perf_counter() - start
+        _check_finite(record, epoch)  # before any callback, checkpoint or best-state bookkeeping
         history.append(record)
         monitored = record.get("valid_loss", record["train_loss"])
         stop = False
@@ -226,7 +231,6 @@ def train_epochs(
                 bad += 1
                 stop = bad >= patience
         stop = _call(callbacks, "on_epoch_end", estimator, record) or stop
-        stop = stop or not np.isfinite(record["train_loss"])
         if checkpoint is not None:
             checkpoint(
                 {
@@ -244,6 +248,20 @@ def train_epochs(
         module.load_state_dict(best_state)
     _call(callbacks, "on_train_end", estimator)
     return history, best_epoch
+
+
+def _check_finite(record: dict, epoch: int) -> None:
+    """Stop with an error naming the epoch when a loss is NaN or infinite (a diverged model
+    must not be saved, and its metrics would be null)."""
+    for key in ("train_loss", "valid_loss"):
+        value = record.get(key)
+        if value is not None and not np.isfinite(value):
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch}: {key} is {value} at learning rate "
+                f"{record['lr']:.3g}. Try a lower lr (the estimator's lr, params.yaml's "
+                f"train.lr), e.g. {record['lr'] / 10:.3g}, or look for extreme values in the "
+                "features or the target."
+            )
 
 
 def accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

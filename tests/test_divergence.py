@@ -1,0 +1,66 @@
+"""A loss that turns NaN or infinite stops training with an error naming the epoch; nothing is
+saved (before, a NaN model was written with null metrics)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tool_env
+
+from tandem import TorchClassifier, TorchRegressor
+from tandem.training import TrainingDiverged
+
+
+def _data():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(64, 4)).astype("float32")
+    return X, (X[:, 0] > 0).astype(int)
+
+
+@pytest.mark.parametrize("cls", [TorchClassifier, TorchRegressor])
+def test_diverging_fit_names_the_epoch_and_suggests_a_lower_lr(cls):
+    X, y = _data()
+    est = cls(module__hidden_sizes=(8,), optimizer="sgd", lr=1e10, max_epochs=5, random_state=0)
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch \d: \w+_loss is (nan|inf)") as e:
+        est.fit(X, y * 1000.0 if cls is TorchRegressor else y)
+    assert "lower lr" in str(e.value) and "1e+09" in str(e.value)
+    assert isinstance(e.value, ValueError)  # the CLI reports ValueErrors without a traceback
+
+
+def test_a_sane_lr_is_not_refused():
+    X, y = _data()
+    est = TorchClassifier(module__hidden_sizes=(8,), max_epochs=3, random_state=0).fit(X, y)
+    assert all(np.isfinite(r["train_loss"]) for r in est.history_)
+
+
+def test_train_stage_writes_nothing_when_training_diverges(project):
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(120, 256)).astype("float32")
+    y = np.where(X[:, 0] > 0, "1", "2")
+    frame = pd.DataFrame(X, columns=[f"int{i}" for i in range(256)]).assign(**{"class": y})
+    (project / "data" / "features").mkdir(parents=True)
+    frame.to_parquet(project / "data" / "features" / "train.parquet", index=False)
+
+    def train(*sets):
+        args = ["tandem", "train", "--set", "train.module=mlp", "--set", "train.max_epochs=3",
+                "--set", "train.lr_schedule=null", *[a for s in sets for a in ("--set", s)]]
+        return subprocess.run(args, cwd=project, env=tool_env(), capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+
+    good = train()
+    assert good.returncode == 0, good.stderr
+    model = {p.name: p.read_bytes() for p in (project / "models" / "model").iterdir()}
+    metrics = (project / "metrics" / "train.json").read_bytes()
+    assert json.loads(metrics)["best_valid_loss"] is not None
+
+    bad = train("train.optimizer=sgd", "train.lr=1e10")
+    assert bad.returncode == 1
+    assert "diverged at epoch" in bad.stderr and "lower lr" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    # the previous run's model and metrics are left exactly as they were
+    assert {p.name: p.read_bytes() for p in (project / "models" / "model").iterdir()} == model
+    assert (project / "metrics" / "train.json").read_bytes() == metrics
