@@ -1,9 +1,7 @@
 """evaluate: sklearn metrics on the test split, plot data for `dvc plots`, PNG figures (USPS)."""
 
-from pathlib import Path
-
 from stages.layout import layout
-from tandem import TorchClassifier, TorchRegressor, data, evaluation, features, io
+from tandem import TorchClassifier, TorchRegressor, data, evaluation, io
 
 PARAMS = ("evaluate", "fetch.target")
 TABULAR_PARAMS = ("tabular.datasets.{name}.target", "tabular.datasets.{name}.task")
@@ -58,7 +56,7 @@ def score(paths, task: str, X, y) -> dict:
         return evaluation.classification_metrics(y, pred, proba, model.classes_)
     model = TorchRegressor.load(paths.model)
     pred = model.predict(X)
-    if Path(paths.target_scaler).is_file():  # the model learnt a standardised target
-        scaler = features.load_transformer(paths.target_scaler)
+    scaler = TorchRegressor.load_target_scaler(paths.model)
+    if scaler is not None:  # the model learnt a standardised target
         pred = scaler.inverse_transform(pred.reshape(-1, 1)).ravel()
     return evaluation.regression_metrics(y, pred)

@@ -17,7 +17,6 @@ class Layout:
     test_features: str
     model: str
     checkpoint: str
-    target_scaler: str
     train_metrics: str
     live_dir: str
     eval_metrics: str
@@ -34,7 +33,6 @@ USPS = Layout(
     test_features="data/features/test.parquet",
     model="models/model",
     checkpoint="checkpoints/usps.pt",
-    target_scaler="models/model/target_scaler.skops",
     train_metrics="metrics/train.json",
     live_dir="dvclive",
     eval_metrics="metrics/eval.json",
@@ -58,7 +56,6 @@ def tabular(name: str) -> Layout:
         test_features=f"{data}/features_test.parquet",
         model=f"{models}/model",
         checkpoint=f"checkpoints/tabular-{name}.pt",
-        target_scaler=f"{models}/model/target_scaler.skops",  # regression only
         train_metrics=f"{metrics}/train.json",
         live_dir=f"dvclive/tabular/{name}",
         eval_metrics=f"{metrics}/eval.json",

@@ -2,7 +2,7 @@
 
 USPS: TorchClassifier with the image module from params. Tabular: the `mlp` module in a
 TorchClassifier, or for regression a TorchRegressor on a standardised target
-(TransformedTargetRegressor), whose fitted target scaler is saved beside the model.
+(TransformedTargetRegressor), whose fitted target scaler is saved inside the model directory.
 """
 
 import statistics
@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from dvclive import Live
 from stages.layout import layout, timings
-from tandem import TorchClassifier, TorchRegressor, config, console, data, features, io
+from tandem import TorchClassifier, TorchRegressor, config, console, data, io
 from tandem.training import DVCLiveCallback
 
 PARAMS = ("train", "fetch.target")
@@ -74,10 +74,12 @@ def run(params, dataset: str | None = None) -> None:
         else:
             est = build_tabular_estimator(p, task, callbacks, paths.checkpoint)
         est.fit(X, y)
-    torch_est = est.regressor_ if isinstance(est, TransformedTargetRegressor) else est
-    torch_est.set_params(callbacks=None, checkpoint=None).save(paths.model)
-    if isinstance(est, TransformedTargetRegressor):
-        features.save_transformer(est.transformer_, paths.target_scaler)
+    if isinstance(est, TransformedTargetRegressor):  # the scaler lands with the model, atomically
+        torch_est = est.regressor_.set_params(callbacks=None, checkpoint=None)
+        torch_est.save(paths.model, target_scaler=est.transformer_)
+    else:
+        torch_est = est.set_params(callbacks=None, checkpoint=None)
+        torch_est.save(paths.model)
     io.write_json(
         paths.train_metrics,
         {

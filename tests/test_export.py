@@ -110,8 +110,7 @@ def test_regression_export_applies_the_target_scaler(tmp_path):
     model = TorchRegressor(module="mlp", max_epochs=2, random_state=0, device="cpu")
     model.fit(prep.fit_transform(X), scaler.transform(y.to_numpy().reshape(-1, 1)).ravel())
     features.save_transformer(prep, tmp_path / "preprocessor.skops")
-    model.save(tmp_path / "model")
-    features.save_transformer(scaler, tmp_path / "model" / "target_scaler.skops")
+    model.save(tmp_path / "model", target_scaler=scaler)
     pipe = inference.load(tmp_path)
     report = export.export(pipe, tabular_frame(100, 1))
     assert report["passed"] and report["max_rel_diff"] <= 1e-5

@@ -48,6 +48,7 @@ CRITERIA: dict[str, type[nn.Module]] = {
 }
 SCHEDULES = ("onecycle", "cosine")
 SAVE_FORMAT = "tandem-estimator/1"
+TARGET_SCALER_FILE = "target_scaler.skops"  # a regressor's target transformer, in its directory
 # parameter values save() can store as JSON (numpy scalars from a search grid included)
 JSON_TYPES = (str, int, float, bool, type(None), list, tuple, dict, np.generic)
 CONFIG_KEYS = ("estimator", "params", "module_spec", "n_features_in", "feature_names_in",
@@ -419,7 +420,15 @@ class _TorchEstimator(BaseEstimator):
         The directory is written beside its final place and renamed into it, so a crash never
         leaves a half-written model.
         """
+        return self._save(path)
+
+    def _save(self, path: str | Path, transformers: dict[str, Any] | None = None,
+              **config_extra: Any) -> Path:  # fmt: skip
+        """``save`` with fitted sklearn transformers that belong to the model, written (skops)
+        into the same directory before it is swapped in: all of it lands, or none of it."""
         from safetensors.torch import save_file
+
+        from tandem.features import save_transformer
 
         check_is_fitted(self, "module_")
         path = Path(path)
@@ -454,6 +463,7 @@ class _TorchEstimator(BaseEstimator):
             "best_epoch": self.best_epoch_,
             "torch_version": torch.__version__,
             **self._extra_config(),
+            **config_extra,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -462,6 +472,8 @@ class _TorchEstimator(BaseEstimator):
                 k: v.detach().to("cpu").contiguous() for k, v in self.module_.state_dict().items()
             }
             save_file(state, str(tmp / "weights.safetensors"))
+            for name, transformer in (transformers or {}).items():
+                save_transformer(transformer, tmp / name)
             (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_json_default))
             _replace_dir(tmp, path)
         finally:
@@ -792,6 +804,39 @@ class TorchRegressor(RegressorMixin, _TorchEstimator):
     def predict(self, X) -> np.ndarray:
         out = self._raw(X).double().cpu().numpy()
         return out.ravel() if self._y_ndim == 1 else out
+
+    def save(self, path: str | Path, target_scaler: Any = None) -> Path:
+        """``save``, plus the fitted transformer of the target when the module learnt a scaled
+        one (``TransformedTargetRegressor.transformer_``): it is stored inside the model
+        directory, and the config records whether there is one, so that a lost file is an error
+        on loading rather than predictions silently left in scaled units."""
+        if target_scaler is None:
+            return self._save(path, target_scaler=None)
+        return self._save(
+            path, {TARGET_SCALER_FILE: target_scaler}, target_scaler=TARGET_SCALER_FILE
+        )
+
+    @staticmethod
+    def load_target_scaler(path: str | Path) -> Any:
+        """The target transformer saved with the model at ``path``, or None if it has none."""
+        from tandem.features import load_transformer
+
+        config_file = Path(path) / "config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if "target_scaler" not in config:
+            raise ValueError(
+                f"{config_file} does not record whether the model learnt a scaled target "
+                "(saved by an older tandem): train it again"
+            )
+        if config["target_scaler"] is None:
+            return None
+        scaler_file = Path(path) / config["target_scaler"]
+        if not scaler_file.is_file():
+            raise FileNotFoundError(
+                f"{scaler_file} is missing: the model predicts a scaled target and cannot be "
+                "used without it; train it again"
+            )
+        return load_transformer(scaler_file)
 
     def _extra_config(self) -> dict:
         return {"y_ndim": self._y_ndim}

@@ -28,7 +28,6 @@ from tandem.estimators import TorchClassifier, TorchRegressor
 
 PREPROCESSOR = "preprocessor.skops"
 MODEL = "model"
-TARGET_SCALER = "model/target_scaler.skops"
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 IMAGE_SIDE = 16
@@ -117,8 +116,7 @@ def load(model_dir: str | Path) -> Pipeline:
     cls = TorchRegressor if config.get("estimator") == "TorchRegressor" else TorchClassifier
     estimator = cls.load(model_path, device="cpu")
     preprocessor = features.load_transformer(model_dir / PREPROCESSOR)
-    scaler_path = model_dir / TARGET_SCALER
-    scaler = features.load_transformer(scaler_path) if scaler_path.is_file() else None
+    scaler = TorchRegressor.load_target_scaler(model_path) if cls is TorchRegressor else None
     if not hasattr(preprocessor, "feature_names_in_"):
         raise ValueError(f"{model_dir / PREPROCESSOR} is not a fitted tandem preprocessor")
     numeric, categorical = column_kinds_of(preprocessor)
