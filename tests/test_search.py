@@ -259,6 +259,18 @@ def test_bad_backend_is_refused():
             pass
 
 
+def test_threading_backend_is_refused_with_the_reason(project):
+    """Threads share torch's global RNG: parallel fits in threads are not reproducible."""
+    with pytest.raises(ValueError, match="threads share torch's global random number generator"):
+        with search.parallel("threading"):
+            pass
+    for stage in ("cv", "tune"):
+        proc = tandem([stage, "--set", f"{stage}.parallel.backend=threading"], project)
+        assert proc.returncode == 2
+        assert f"{stage}.parallel.backend: backend 'threading' is refused" in proc.stderr
+    assert not (project / "metrics").exists()
+
+
 # --------------------------------------------------------------------------- params and stages
 def test_seed003_grid_params_file():
     """params/seed003_grid.yaml: seed 003's 243 candidates x 3 folds = 729 fits."""

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ParamsError(ValueError):
@@ -171,10 +178,27 @@ class TabularParams(Section):
         return self
 
 
+# joblib's threading backend runs fits side by side in one process, where they draw their initial
+# weights, shuffles and dropout masks from torch's one global generator in whatever order the
+# threads interleave: the same search would give other scores each run. Processes each have theirs.
+THREADING_REFUSED = (
+    "backend 'threading' is refused: threads share torch's global random number generator, so "
+    "parallel fits would not be reproducible; use 'loky' (local processes) or 'dask'"
+)
+
+
 class ParallelParams(Section):
     """How the fits of cv/tune run: joblib's n_jobs on local processes, or a dask cluster."""
 
-    backend: Literal["loky", "threading", "dask"]
+    backend: Literal["loky", "dask"]
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _no_threads(cls, value: Any) -> Any:
+        if value == "threading":
+            raise ValueError(THREADING_REFUSED)
+        return value
+
     n_jobs: int = Field(description="parallel fits; -1: all cores (dask: all worker threads)")
     scheduler: str | None = Field(
         description="dask scheduler address; null: $TANDEM_DASK_SCHEDULER, else a LocalCluster"

@@ -42,12 +42,13 @@ from sklearn.model_selection import (
 from sklearn.pipeline import Pipeline
 
 from tandem import models
+from tandem.config import THREADING_REFUSED
 from tandem.estimators import CRITERIA, OPTIMIZERS, _TorchEstimator
 from tandem.evaluation import save_figure
 from tandem.models import nearest_hint
 
 METHODS = ("grid", "random", "halving_grid", "halving_random")
-BACKENDS = ("loky", "threading", "dask")
+BACKENDS = ("loky", "dask")
 SCHEDULER_ENV = "TANDEM_DASK_SCHEDULER"
 STEP = "model"  # the torch estimator's step in a search pipeline
 PREPROCESS_STEP = "preprocess"
@@ -363,6 +364,8 @@ def parallel(
     """
     import joblib
 
+    if backend == "threading":
+        raise ValueError(THREADING_REFUSED)
     if backend not in BACKENDS:
         raise ValueError(
             f"unknown parallel backend {backend!r}; choose one of {list(BACKENDS)}."
