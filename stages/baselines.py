@@ -89,12 +89,12 @@ def run(params, dataset: str | None = None) -> None:
         with console.status(f"fitting {name}"):
             start = time.perf_counter()
             model.fit(X_train, y_train)
+            seconds[name] = round(time.perf_counter() - start, 3)
         if "n_jobs" in model.get_params(deep=False):
             # a forest's parallel predict adds up its trees in the order the threads finish, so
             # the rounding (and tied probabilities in ROC AUC) changes run to run: one thread
             # adds them in tree order, and identical runs give identical metrics
             model.set_params(n_jobs=1)
-            seconds[name] = round(time.perf_counter() - start, 3)
         if task == "classification":
             proba = model.predict_proba(X_test)
             pred = model.classes_[proba.argmax(axis=1)]
