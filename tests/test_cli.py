@@ -76,3 +76,133 @@ def test_check_finds_dvc_yaml_and_params_disagreeing(project):
     assert "stages/evaluate.py reads" in proc.stderr
     for name in ("adult", "cpu"):  # foreach is expanded over tabular.datasets
         assert f"'tabular.datasets.{name}.nope' is not in params" in proc.stderr
+
+
+def test_check_names_a_module_a_stage_imports_but_dvc_yaml_does_not_list(tmp_path):
+    import shutil
+
+    from conftest import ROOT
+
+    root = tmp_path / "mini"
+    (root / "stages").mkdir(parents=True)
+    (root / "src" / "tandem").mkdir(parents=True)
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    (root / "stages" / "__init__.py").write_text("")
+    (root / "stages" / "split.py").write_text(
+        'PARAMS = ("split",)\n\n\ndef run(params, dataset=None):\n    from tandem import helper\n'
+    )  # a lazy import: the stage module itself loads fine
+    (root / "src" / "tandem" / "helper.py").write_text("")
+    (root / "dvc.yaml").write_text(
+        "stages:\n  split:\n    cmd: tandem split\n    deps:\n      - stages/split.py\n"
+        "    params:\n      - split\n"
+    )
+    proc = tandem(["check"], root)
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        "stage split: imports src/tandem/helper.py (via stages/split.py) but dvc.yaml does not "
+        "list it in deps" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+
+
+# ---- failures inside a stage: a line or two naming the stage, no traceback ----
+
+
+def run_failing_stage(project, monkeypatch, exc, args=("split",)):
+    """Run ``tandem <args>`` in-process with the stage's run() raising ``exc``."""
+    import re
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from tandem import cli
+
+    def run(params, dataset=None):
+        raise exc
+
+    fake = SimpleNamespace(PARAMS=("split",), TABULAR_PARAMS=("tabular.train",), run=run)
+    monkeypatch.setattr(cli, "load_stage", lambda name, root: fake)
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("TANDEM_DEBUG", raising=False)
+    result = CliRunner().invoke(cli.app, list(args))
+    return result, re.sub(r"\x1b\[[0-9;]*m", "", result.output)
+
+
+def test_key_error_in_a_stage_is_one_message_naming_the_stage(project, monkeypatch):
+    result, output = run_failing_stage(project, monkeypatch, KeyError("foo"))
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # reported, not escaped
+    assert "error in stage split: KeyError: 'foo'" in output
+    assert "test_cli.py:" in output  # where it was raised
+    assert "TANDEM_DEBUG=1" in output
+    assert "Traceback" not in output and len(output.strip().splitlines()) <= 2
+
+
+def test_attribute_error_in_a_stage_is_reported(project, monkeypatch):
+    result, output = run_failing_stage(project, monkeypatch, AttributeError())
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "error in stage split: AttributeError" in output and "TANDEM_DEBUG=1" in output
+    assert "Traceback" not in output
+
+
+def test_cuda_out_of_memory_suggests_a_smaller_batch_or_the_cpu(project, monkeypatch):
+    import torch
+
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    result, output = run_failing_stage(project, monkeypatch, oom, ("train",))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "error in stage train: ran out of GPU memory" in output
+    assert "Tried to allocate 2.00 GiB" in output
+    assert "train.batch_size" in output and "train.device=cpu" in output
+    assert "Traceback" not in output
+    result, output = run_failing_stage(project, monkeypatch, oom, ("train", "--dataset", "cpu"))
+    assert "tabular.train.batch_size" in output and "tabular.train.device=cpu" in output
+
+
+def test_expected_errors_keep_their_message_and_interrupts_exit_130(project, monkeypatch):
+    result, output = run_failing_stage(project, monkeypatch, ValueError("column 'x' is missing"))
+    assert result.exit_code == 1 and "error in stage split: column 'x' is missing" in output
+    assert "TANDEM_DEBUG" not in output  # the message says it all
+    result, _ = run_failing_stage(project, monkeypatch, KeyboardInterrupt())
+    assert result.exit_code == 130
+
+
+def test_predict_reports_unexpected_errors(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tandem import cli, inference
+
+    def broken(*args, **kwargs):
+        raise KeyError("n_features")
+
+    monkeypatch.setattr(inference, "predict_file", broken)
+    monkeypatch.delenv("TANDEM_DEBUG", raising=False)
+    result = CliRunner().invoke(cli.app, ["predict", str(tmp_path / "rows.csv")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "error in predict: KeyError: 'n_features'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_stage_error_has_no_traceback_unless_tandem_debug(project):
+    """The real command in a subprocess: a one-line report, or with TANDEM_DEBUG=1 the traceback."""
+    (project / "stages" / "split.py").write_text(
+        'PARAMS = ("split",)\n\n\ndef run(params, dataset=None):\n    {}["foo"]\n'
+    )
+    proc = tandem(["split"], project)
+    assert proc.returncode == 1
+    assert "error in stage split: KeyError: 'foo' (at stages/split.py:5)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    debug = subprocess.run(
+        ["tandem", "split"], cwd=project, env=tool_env(TANDEM_DEBUG="1"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert debug.returncode != 0
+    assert "Traceback" in debug.stderr and "KeyError: 'foo'" in debug.stderr
+
+
+def test_the_cli_does_not_load_torch_to_handle_errors():
+    import sys
+
+    code = "import sys, tandem.cli; assert 'torch' not in sys.modules, 'torch loaded'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -7,11 +7,13 @@ handing it just the params keys the stage declares.
 
 from __future__ import annotations
 
+import ast
 import importlib
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -94,10 +96,108 @@ def load_stage(name: str, root: Path):
     return importlib.import_module(f"stages.{name}")
 
 
+# ---- failures: one or two lines naming the stage, never a traceback (TANDEM_DEBUG=1 shows it) ----
+
+EXPECTED_ERRORS = (ValueError, OSError, TypeError)  # bad input, missing files: the message says it
+DEBUG_VAR = "TANDEM_DEBUG"
+
+
+def debugging() -> bool:
+    """``TANDEM_DEBUG=1`` (any value but 0/false/no/off): errors re-raise with their traceback."""
+    return os.environ.get(DEBUG_VAR, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """GPU (or host) out of memory, without importing torch: ``torch.cuda.OutOfMemoryError`` by
+    name, the plain RuntimeError older torch (and MPS) raise with that message, or MemoryError."""
+    return (
+        type(exc).__name__ == "OutOfMemoryError"
+        or isinstance(exc, MemoryError)
+        or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] + (" ..." if len(lines) > 1 else "") if lines else ""
+
+
+def _origin(exc: BaseException) -> str:
+    """``file:line`` where the error was raised: the innermost frame in stages or tandem library
+    code (the likeliest place to look), else the innermost frame; relative to cwd when below it."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    here = Path(__file__).resolve()
+    ours = [
+        frame
+        for frame in frames
+        if Path(frame.filename).parent.name == "stages"
+        or (
+            Path(frame.filename).resolve().parent == here.parent
+            and Path(frame.filename).resolve() != here  # the runner is never the place to look
+        )
+    ]
+    frame = (ours or frames)[-1]
+    path = Path(frame.filename)
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())
+    return f"{path.as_posix()}:{frame.lineno}"
+
+
+def describe_failure(exc: Exception, where: str, oom_hint: str) -> str:
+    """The message for an exception that stopped ``where`` (e.g. "stage train"): the error as it
+    is for expected ones; for out-of-memory what to change; for anything else its type, origin
+    and how to see the traceback."""
+    if is_out_of_memory(exc):
+        kind = "host memory" if isinstance(exc, MemoryError) else "GPU memory"
+        detail = _first_line(exc) or type(exc).__name__
+        return f"error in {where}: ran out of {kind} ({detail})\n  {oom_hint}"
+    if isinstance(exc, EXPECTED_ERRORS):
+        return f"error in {where}: {exc}"
+    text = _first_line(exc)
+    origin = _origin(exc)
+    return (
+        f"error in {where}: {type(exc).__name__}{': ' + text if text else ''}"
+        f"{' (at ' + origin + ')' if origin else ''}\n"
+        f"  unexpected; run again with {DEBUG_VAR}=1 for the full traceback"
+    )
+
+
+def fail(exc: Exception, where: str, oom_hint: str) -> NoReturn:
+    """Report ``exc`` in a line or two and exit 1; under TANDEM_DEBUG re-raise it unchanged.
+    typer's own Exit/Abort pass through, and KeyboardInterrupt is no Exception (typer exits 130)."""
+    if isinstance(exc, typer.Exit | typer.Abort) or debugging():
+        raise exc
+    from rich.markup import escape
+
+    from tandem.console import console
+
+    prefix, colon, body = describe_failure(exc, where, oom_hint).partition(": ")
+    message = f"[red]{escape(prefix)}{colon}[/red]{escape(body)}"
+    console.print(message, highlight=False, soft_wrap=True)
+    raise typer.Exit(1) from None
+
+
+def stage_oom_hint(name: str, dataset: str | None) -> str:
+    """What to change when a stage runs out of GPU memory, in the section its estimator reads."""
+    if name in ("train", "cv", "tune"):
+        section = "tune.estimator" if name == "tune" else "tabular.train" if dataset else "train"
+        return (
+            f"try a smaller batch (--set {section}.batch_size=32) or the CPU "
+            f"(--set {section}.device=cpu)"
+        )
+    return "free the GPU (another process may hold its memory) or hide it: CUDA_VISIBLE_DEVICES="
+
+
 def run_stage(
     name: str, params_file: Path, overrides: list[str], dataset: str | None = None
 ) -> None:
     """Validate params first (nothing is written on a bad key), then run the stage."""
+    from rich.markup import escape
+
     from tandem.console import console
 
     try:
@@ -110,17 +210,15 @@ def run_stage(
                 f"tabular.datasets has {list(params.tabular.datasets)}"
             )
     except (ParamsError, StageError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    import os
-
     os.chdir(root)  # stage paths are relative to the project root, as in dvc.yaml
-    stage = load_stage(name, root)
+    where = f"stage {name}" + (f" (data set {dataset})" if dataset else "")
     try:
+        stage = load_stage(name, root)
         stage.run(restrict(params, stage_params(stage, dataset)), dataset)
-    except (ValueError, FileNotFoundError, TypeError) as exc:
-        console.print(f"[red]error in stage {name}:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - reported in a line or two; TANDEM_DEBUG re-raises
+        fail(exc, where, stage_oom_hint(name, dataset))
 
 
 ParamsOption = Annotated[
@@ -161,16 +259,19 @@ for _name, _help in STAGES.items():
     _add_stage_command(_name, _help)
 
 
-def dvc_params_problems(root: Path, raw: dict) -> list[str]:
-    """Where dvc.yaml and params.yaml disagree: a declared key that params.yaml lacks, or a stage
-    whose module reads other keys than dvc.yaml declares (DVC would miss their changes)."""
-    import shlex
-
+def _dvc_stages(root: Path) -> dict:
     import yaml
 
+    text = (root / "dvc.yaml").read_text(encoding="utf-8")
+    return (yaml.safe_load(text) or {}).get("stages") or {}
+
+
+def stage_instances(root: Path, raw: dict) -> tuple[list[tuple[str, dict, str | None]], list[str]]:
+    """dvc.yaml's stages as DVC runs them: ``(name, body, key)``, a ``foreach`` stage expanded
+    into one ``name@key`` per item (``key`` None for a plain stage); plus any problems."""
+    instances: list[tuple[str, dict, str | None]] = []
     problems: list[str] = []
-    stages = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get("stages")
-    for name, spec in (stages or {}).items():
+    for name, spec in _dvc_stages(root).items():
         if "foreach" in spec:  # foreach: ${a.b} over a params mapping (or a literal list/dict)
             items = spec["foreach"]
             if isinstance(items, str):
@@ -181,31 +282,252 @@ def dvc_params_problems(root: Path, raw: dict) -> list[str]:
                         f"stage {name}: foreach {spec['foreach']} is not a params mapping"
                     )
                     continue
-            keys = list(items)
-            instances = [(f"{name}@{key}", spec["do"], str(key)) for key in keys]
+            instances += [(f"{name}@{key}", spec["do"], str(key)) for key in items]
         else:
-            instances = [(name, spec, None)]
-        for stage_name, body, key in instances:
-            declared = []
-            for entry in body.get("params", []):
-                names = entry if isinstance(entry, str) else [
-                    k for file, ks in entry.items() if file == "params.yaml" for k in ks
-                ]  # fmt: skip
-                for item in [names] if isinstance(names, str) else names:
-                    item = item if key is None else item.replace("${key}", key)
-                    declared.append(item)
-                    if _lookup(raw, item) is _ABSENT:
-                        problems.append(f"stage {stage_name}: params key {item!r} is not in params")
-            words = shlex.split(body.get("cmd", "").replace("${key}", key or ""))
-            if len(words) >= 2 and words[0] == "tandem" and words[1] in STAGES:
-                module = load_stage(words[1], root)
-                dataset = words[words.index("--dataset") + 1] if "--dataset" in words else None
-                reads = list(stage_params(module, dataset))
-                if sorted(reads) != sorted(declared):
-                    problems.append(
-                        f"stage {stage_name}: dvc.yaml declares params {sorted(declared)} but "
-                        f"stages/{words[1]}.py reads {sorted(reads)}"
-                    )
+            instances.append((name, spec, None))
+    return instances, problems
+
+
+def _stage_command(body: dict, key: str | None) -> tuple[str, str | None] | None:
+    """``(stage, dataset)`` when the stage's cmd is ``tandem <stage> [--dataset NAME]``."""
+    import shlex
+
+    words = shlex.split(body.get("cmd", "").replace("${key}", key or ""))
+    if len(words) >= 2 and words[0] == "tandem" and words[1] in STAGES:
+        return words[1], words[words.index("--dataset") + 1] if "--dataset" in words else None
+    return None
+
+
+def dvc_params_problems(root: Path, raw: dict) -> list[str]:
+    """Where dvc.yaml and params.yaml disagree: a declared key that params.yaml lacks, or a stage
+    whose module reads other keys than dvc.yaml declares (DVC would miss their changes)."""
+    instances, problems = stage_instances(root, raw)
+    for stage_name, body, key in instances:
+        declared = []
+        for entry in body.get("params", []):
+            names = entry if isinstance(entry, str) else [
+                k for file, ks in entry.items() if file == "params.yaml" for k in ks
+            ]  # fmt: skip
+            for item in [names] if isinstance(names, str) else names:
+                item = item if key is None else item.replace("${key}", key)
+                declared.append(item)
+                if _lookup(raw, item) is _ABSENT:
+                    problems.append(f"stage {stage_name}: params key {item!r} is not in params")
+        command = _stage_command(body, key)
+        if command is not None:
+            try:
+                module = load_stage(command[0], root)
+            except Exception as exc:  # noqa: BLE001 - a broken stage module is a problem to name
+                problems.append(
+                    f"stage {stage_name}: cannot import stages/{command[0]}.py: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                continue
+            reads = list(stage_params(module, command[1]))
+            if sorted(reads) != sorted(declared):
+                problems.append(
+                    f"stage {stage_name}: dvc.yaml declares params {sorted(declared)} but "
+                    f"stages/{command[0]}.py reads {sorted(reads)}"
+                )
+    return problems
+
+
+# ---- code deps: every tandem/stages source file a stage imports is one of its dvc.yaml deps ----
+#
+# Static (ast), so checking loads nothing. Every import statement counts, also one inside a
+# function (a lazy import in run() still runs), except under ``if TYPE_CHECKING:``. Importing
+# ``a.b`` also runs package ``a``'s __init__.py; a package __init__.py is a dep when it holds
+# code (tandem's does: its __getattr__ serves TorchClassifier), not when it is only a docstring
+# (stages' is).
+# A package's own lazy imports (inside its functions, e.g. __getattr__) are not followed; instead
+# ``from tandem import TorchClassifier`` resolves the name to the module that binds it in
+# __init__.py (tandem.estimators). The runner (tandem.cli and what only it imports) is not a
+# stage's dep: it validates params and hands the stage exactly its declared keys. Third-party
+# libraries are out of scope: DVC does not track installed package versions.
+
+CODE_PACKAGES = {"tandem": ("src", "tandem"), "stages": ("stages",)}
+
+
+def _module_file(root: Path, module: str) -> Path | None:
+    """The source file of a tandem/stages module under the project root, or None."""
+    top, *rest = module.split(".")
+    if top not in CODE_PACKAGES:
+        return None
+    base = root.joinpath(*CODE_PACKAGES[top], *rest)
+    for candidate in (base.parent / f"{base.name}.py" if rest else None, base / "__init__.py"):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _import_nodes(tree: ast.AST, *, into_functions: bool) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements that can run: all but those under ``if TYPE_CHECKING:``, and (for a
+    package __init__) only those that run on import, not inside its functions."""
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+            return
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if not into_functions and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def _parents(module: str) -> list[str]:
+    """``a.b.c`` -> ``[a, a.b, a.b.c]``: importing a module runs each package's __init__ first."""
+    parts = module.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _binding(root: Path, package: str, name: str) -> list[str]:
+    """The module(s) that provide ``name`` in package ``package`` when it is not a submodule:
+    none when its __init__.py defines it; where __init__.py imports it from (TYPE_CHECKING hints
+    included); else, when the package has a module __getattr__, every module that one imports."""
+    path = _module_file(root, package)
+    if path is None or path.name != "__init__.py":
+        return []
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:  # assigned or defined in __init__.py itself
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name:
+            return []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            source = _absolute(node, package, is_package=True)
+            for alias in node.names:
+                if (alias.asname or alias.name) == name and source:
+                    sub = f"{source}.{alias.name}"
+                    return [sub if _module_file(root, sub) else source]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname == name:
+                    return [alias.name]
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
+            lazy = _import_nodes(node, into_functions=True)
+            return [m for sub in lazy for m in _imported(root, sub, package, is_package=True)]
+    return []
+
+
+def _absolute(node: ast.ImportFrom, module: str, *, is_package: bool) -> str:
+    """The absolute module name of ``from <node.module> import ...`` inside ``module``."""
+    if not node.level:
+        return node.module or ""
+    parts = module.split(".") if is_package else module.split(".")[:-1]
+    parts = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
+    return ".".join([*parts, *([node.module] if node.module else [])])
+
+
+def _imported(
+    root: Path, node: ast.Import | ast.ImportFrom, module: str, *, is_package: bool
+) -> list[str]:
+    """The tandem/stages modules one import statement runs (packages' __init__ included)."""
+    if isinstance(node, ast.Import):
+        targets = [alias.name for alias in node.names]
+    else:
+        source = _absolute(node, module, is_package=is_package)
+        if source.split(".")[0] not in CODE_PACKAGES:
+            return []
+        targets = [source]
+        for alias in node.names:
+            sub = f"{source}.{alias.name}"
+            if alias.name == "*":
+                continue
+            if _module_file(root, sub) is not None:
+                targets.append(sub)  # a submodule
+            else:
+                targets += _binding(root, source, alias.name)  # a name the package provides
+    ours = [target for target in targets if target.split(".")[0] in CODE_PACKAGES]
+    return [m for target in ours for m in _parents(target)]
+
+
+def _has_code(path: Path) -> bool:
+    """Whether a file holds anything but a docstring (an empty __init__.py changes nothing)."""
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return bool(body)
+
+
+def stage_code(root: Path, stage: str) -> dict[str, list[str]]:
+    """The tandem/stages source files ``stages/<stage>.py`` runs, transitively, each (a path
+    relative to the project root) with the chain of files that imports it."""
+    found: dict[str, list[str]] = {}
+    pending = [(m, []) for m in _parents(f"stages.{stage}")]
+    while pending:
+        module, chain = pending.pop(0)
+        path = _module_file(root, module)
+        if path is None:
+            continue
+        rel = path.relative_to(root).as_posix()
+        if rel in found:
+            continue
+        is_package = path.name == "__init__.py"
+        found[rel] = chain
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in _import_nodes(tree, into_functions=not is_package):
+            for target in _imported(root, node, module, is_package=is_package):
+                pending.append((target, [*chain, rel]))
+    return {
+        rel: chain
+        for rel, chain in found.items()
+        if not rel.endswith("__init__.py") or _has_code(root / rel)
+    }
+
+
+def _covered(path: str, deps: list[str]) -> bool:
+    """A file dep names the file; a directory dep (``src/tandem``) covers everything below it."""
+    return any(dep in (".", path) or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+def _expand(text: str, key: str | None) -> str:
+    """A foreach body's ``${key}`` (mapping) or ``${item}`` (list) filled in."""
+    return text if key is None else text.replace("${key}", key).replace("${item}", key)
+
+
+def code_dep_problems(root: Path, raw: dict) -> list[str]:
+    """Each stage run as ``tandem <stage>`` whose dvc.yaml deps leave out a tandem/stages source
+    file the stage imports (directly or through other modules): DVC would not rerun it when that
+    code changes."""
+    import posixpath
+
+    instances, _ = stage_instances(root, raw)  # a bad foreach: dvc_params_problems names it
+    problems: list[str] = []
+    cache: dict[str, dict[str, list[str]]] = {}
+    for stage_name, body, key in instances:
+        command = _stage_command(body, key)
+        if command is None:
+            continue
+        stage = command[0]
+        if stage not in cache:
+            cache[stage] = stage_code(root, stage)
+        wdir = body.get("wdir", ".")
+        deps = [
+            posixpath.normpath(posixpath.join(wdir, _expand(str(dep), key)))
+            for dep in body.get("deps") or []
+        ]
+        for rel, chain in cache[stage].items():
+            if _covered(rel, deps):
+                continue
+            how = f"imports {rel} (via {' -> '.join(chain)})" if chain else f"runs {rel}"
+            problems.append(f"stage {stage_name}: {how} but dvc.yaml does not list it in deps")
     return problems
 
 
@@ -224,8 +546,9 @@ def _lookup(raw: Any, dotted: str) -> Any:
 
 @app.command()
 def check(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
-    """Validate params.yaml (and overrides), and check that dvc.yaml declares exactly the params
-    keys each stage reads, all of them present. Runs nothing."""
+    """Validate params.yaml (and overrides), and check dvc.yaml against the code: each stage
+    declares exactly the params keys it reads, all of them present, and lists in its deps every
+    tandem/stages source file it imports. Runs nothing."""
     import yaml
 
     try:
@@ -233,6 +556,7 @@ def check(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) ->
         root = project_root(params.resolve().parent)
         raw = yaml.safe_load(params.read_text(encoding="utf-8")) or {}
         problems = dvc_params_problems(root, raw)
+        code_problems = code_dep_problems(root, raw)
     except (ParamsError, StageError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -240,8 +564,18 @@ def check(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) ->
         typer.echo(
             "error: dvc.yaml and params.yaml disagree:\n  " + "\n  ".join(problems), err=True
         )
+    if code_problems:
+        typer.echo(
+            "error: dvc.yaml misses code its stages run (DVC would not rerun them when it "
+            "changes):\n  " + "\n  ".join(code_problems),
+            err=True,
+        )
+    if problems or code_problems:
         raise typer.Exit(2)
-    typer.echo(f"{params}: ok; dvc.yaml's params all present and matching the stage modules")
+    typer.echo(
+        f"{params}: ok; dvc.yaml's params all present and matching the stage modules, and every "
+        "stage lists the tandem/stages code it imports"
+    )
 
 
 ModelDirOption = Annotated[
@@ -272,13 +606,18 @@ def predict(
         if output is not None:
             inference.check_output_path(output)
         result = inference.predict_file(input, model_dir, backend=backend)
+        if output is not None:
+            inference.write_predictions(result, output)
     except (inference.InputError, FileNotFoundError, ValueError) as exc:
+        if debugging():
+            raise
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - reported in a line or two; TANDEM_DEBUG re-raises
+        fail(exc, "predict", "predict fewer rows at a time (split the input file)")
     if output is None:
         typer.echo(result.to_csv(index=False), nl=False)
     else:
-        inference.write_predictions(result, output)
         typer.echo(f"{len(result)} predictions -> {output}", err=True)
 
 
@@ -301,8 +640,12 @@ def serve(
         run_server(model_dir, backend=backend, host=host, port=port, max_batch=max_batch,
                    threads=threads)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
+        if debugging():
+            raise
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - reported in a line or two; TANDEM_DEBUG re-raises
+        fail(exc, "serve", "serve with a smaller --max-batch, or --backend onnx (CPU)")
 
 
 if __name__ == "__main__":  # pragma: no cover
