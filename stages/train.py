@@ -3,8 +3,10 @@
 USPS: TorchClassifier with the image module from params. Tabular: the `mlp` module in a
 TorchClassifier, or for regression a TorchRegressor on a standardised target
 (TransformedTargetRegressor), whose fitted target scaler is saved inside the model directory.
+With ``nproc`` > 1 the stage runs data-parallel under torchrun; rank 0 writes every output.
 """
 
+import contextlib
 import statistics
 
 from sklearn.compose import TransformedTargetRegressor
@@ -12,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 
 from dvclive import Live
 from stages.layout import layout, timings
-from tandem import TorchClassifier, TorchRegressor, config, console, data, io
+from tandem import TorchClassifier, TorchRegressor, config, console, data, io, training
 from tandem.training import DVCLiveCallback
 
 PARAMS = ("train", "fetch.target")
@@ -30,6 +32,8 @@ def estimator_kwargs(p, callbacks=()) -> dict:
         validation_fraction=p.validation_fraction,
         lr_schedule=p.lr_schedule,
         device=p.device,
+        amp=p.amp,
+        compile=p.compile,
         random_state=p.seed,
         callbacks=list(callbacks),
         optimizer__weight_decay=p.weight_decay,
@@ -57,23 +61,35 @@ def build_tabular_estimator(p, task: str, callbacks=(), checkpoint=None):
     return TransformedTargetRegressor(regressor=regressor, transformer=StandardScaler())
 
 
+def section(params, dataset: str | None):
+    """(train section, target column, task) of USPS or of a tabular set (with its overrides)."""
+    if dataset is None:
+        return params.train, params.fetch.target, "classification"
+    spec = params.tabular.datasets[dataset]
+    return config.tabular_train(params.tabular.train, spec.train), spec.target, spec.task
+
+
+def processes(params, dataset: str | None = None) -> int:
+    """How many data-parallel processes the runner starts this stage in (torchrun)."""
+    return section(params, dataset)[0].nproc
+
+
 def run(params, dataset: str | None = None) -> None:
     paths = layout(dataset)
-    if dataset is None:
-        p, target, task = params.train, params.fetch.target, "classification"
-    else:
-        spec = params.tabular.datasets[dataset]
-        p = config.tabular_train(params.tabular.train, spec.train)  # with the set's overrides
-        target, task = spec.target, spec.task
+    p, target, task = section(params, dataset)
     X, y = data.xy(io.read_parquet(paths.train_features), target)
-    with Live(dir=paths.live_dir, save_dvc_exp=False, dvcyaml=False) as live:
-        callbacks = [DVCLiveCallback(live), console.EpochProgress(p.max_epochs)]
+    main = training.is_main_process()  # under torchrun, the other ranks train and write nothing
+    logger = Live(dir=paths.live_dir, save_dvc_exp=False, dvcyaml=False) if main else None
+    with logger or contextlib.nullcontext():
+        callbacks = [DVCLiveCallback(logger), console.EpochProgress(p.max_epochs)] if main else []
         # an interrupted run of the same params and data goes on from its last epoch
         if dataset is None:
             est = build_estimator(p, callbacks, paths.checkpoint)
         else:
             est = build_tabular_estimator(p, task, callbacks, paths.checkpoint)
         est.fit(X, y)
+    if not main:
+        return
     if isinstance(est, TransformedTargetRegressor):  # the scaler lands with the model, atomically
         torch_est = est.regressor_.set_params(callbacks=None, checkpoint=None)
         torch_est.save(paths.model, target_scaler=est.transformer_)

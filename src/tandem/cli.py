@@ -216,7 +216,15 @@ def run_stage(
     where = f"stage {name}" + (f" (data set {dataset})" if dataset else "")
     try:
         stage = load_stage(name, root)
-        stage.run(restrict(params, stage_params(stage, dataset)), dataset)
+        view = restrict(params, stage_params(stage, dataset))
+        nproc = stage.processes(view, dataset) if hasattr(stage, "processes") else 1
+        if nproc > 1 and not os.environ.get("WORLD_SIZE"):  # not yet under torchrun: start it
+            from tandem import training
+
+            argv = [name, "--params", str(params_path), *[f"--set={o}" for o in overrides]]
+            training.launch(nproc, ["tandem.cli", *argv, *(["--dataset", dataset] * bool(dataset))])
+        else:
+            stage.run(view, dataset)
     except Exception as exc:  # noqa: BLE001 - reported in a line or two; TANDEM_DEBUG re-raises
         fail(exc, where, stage_oom_hint(name, dataset))
 

@@ -63,6 +63,9 @@ class TrainingParams(Section):
     lr_schedule: Literal["onecycle", "cosine"] | None
     seed: int
     device: str
+    nproc: int = Field(ge=1, description="data-parallel processes under torchrun; 1: one process")
+    amp: bool = Field(description="bf16 autocast on CUDA (ignored on the CPU)")
+    compile: bool = Field(description="torch.compile the module")
 
 
 class TrainParams(TrainingParams):

@@ -8,9 +8,13 @@ accumulated on the device and read once per epoch. That is what makes tandem fas
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,19 +28,94 @@ class TrainingDiverged(ValueError):
     """The loss became NaN or infinite: the weights are garbage, so nothing may be saved."""
 
 
+# --------------------------------------------------------------------------- data parallel
+# Seconds a rank waits in a collective for the others before it gives up (a rank that died).
+DDP_TIMEOUT_ENV = "TANDEM_DDP_TIMEOUT"
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (read from the variables torchrun sets)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def distributed_env() -> Distributed | None:
+    """The torchrun job this process belongs to, or None outside torchrun (or with one rank)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    return Distributed(
+        int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+    )
+
+
+def is_main_process() -> bool:
+    """True outside torchrun and on rank 0: the one process that writes files."""
+    env = distributed_env()
+    return env is None or env.rank == 0
+
+
+def init_distributed(device: torch.device) -> Distributed | None:
+    """Join torchrun's process group (gloo on the CPU, nccl on CUDA) unless already joined."""
+    env = distributed_env()
+    if env is None:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        timeout = timedelta(seconds=float(os.environ.get(DDP_TIMEOUT_ENV, "120")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+        import atexit
+
+        atexit.register(_leave_process_group)
+    return env
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch(nproc: int, argv: Sequence[str]) -> None:
+    """Run ``python -m <argv>`` under torchrun with ``nproc`` processes on this machine.
+
+    torchrun watches its workers: when one dies, it stops the others and exits non-zero, so a
+    failed rank ends the job instead of leaving the others waiting.
+    """
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}", "-m", *argv]  # fmt: skip
+    code = subprocess.run(cmd).returncode
+    if code != 0:
+        raise ChildProcessError(
+            f"data-parallel training with {nproc} processes failed (torchrun exit {code}); "
+            "the failing rank's error is printed above"
+        )
+
+
 # --------------------------------------------------------------------------- devices and seeds
 def resolve_device(device: str | torch.device = "auto", *, fallback: bool = False) -> torch.device:
-    """ "auto" -> CUDA when available, else CPU. ``fallback`` maps an unavailable CUDA to CPU."""
+    """ "auto" -> CUDA when available, else CPU. ``fallback`` maps an unavailable CUDA to CPU.
+
+    Under torchrun, "auto" and a bare "cuda" mean this rank's own GPU, ``cuda:$LOCAL_RANK``.
+    """
     if isinstance(device, torch.device):
         device = str(device)
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]'; got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         if fallback:
             return torch.device("cpu")
         raise ValueError(f"device={device!r} was requested but CUDA is not available here")
+    env = distributed_env()
+    if device == "cuda" and env is not None:
+        return torch.device("cuda", env.local_rank)
     return torch.device(device)
 
 
@@ -163,6 +242,7 @@ def train_epochs(
     amp: bool = False,
     resume: dict | None = None,
     checkpoint: Callable[[dict], None] | None = None,
+    dist: Distributed | None = None,
 ) -> tuple[list[dict], int | None]:
     """Train ``module`` for the given epoch numbers; return (history records, best epoch).
 
@@ -174,8 +254,17 @@ def train_epochs(
     bookkeeping); the caller adds what it owns (weights, optimizer, RNG) and stores it. Such a
     state handed back as ``resume`` continues the loop where it stopped: its records are replayed
     to the callbacks first, so loggers see every epoch once.
+
+    Data parallel (``dist``, under torchrun; ``forward`` is then the DDP-wrapped module): every
+    rank holds all rows and draws the same permutation, and rank r takes rows r, r+W, ... of
+    each global batch of ``batch_size`` rows. Its loss is divided by the whole batch's weight
+    over W, so DDP's mean of the ranks' gradients is the single-process gradient. Validation
+    runs on every rank (same weights, same data, same numbers); callbacks and ``checkpoint``
+    run on rank 0 only, and its decision to stop is broadcast.
     """
     forward = forward or module
+    rank, world = (0, 1) if dist is None else (dist.rank, dist.world_size)
+    main = rank == 0
     device = train.X.device
     n = len(train)
     bs = max(1, min(int(batch_size), n))
@@ -186,6 +275,8 @@ def train_epochs(
     history: list[dict] = []
     best_loss, best_epoch, best_state, bad = float("inf"), None, None, 0
     use_amp = amp and device.type == "cuda"
+    callbacks = callbacks if main else ()
+    checkpoint = checkpoint if main else None
     _call(callbacks, "on_train_begin", estimator)
     if resume is not None:
         history = [dict(record) for record in resume["history"]]
@@ -201,17 +292,24 @@ def train_epochs(
         lr = optimizer.param_groups[0]["lr"]
         for step in range(steps):
             idx = order[step * bs : (step + 1) * bs]
+            if world > 1:  # this rank's share; the loss is scaled by the whole batch's weight
+                weight = train.w[idx].sum() / world
+                idx = idx[rank::world]
             xb, yb, wb = train.X[idx], train.y[idx], train.w[idx]
+            if world == 1:
+                weight = wb.sum()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = forward(xb)
             batch_loss = weighted_loss(criterion, out.float(), yb, wb)
-            loss = batch_loss / wb.sum().clamp_min(1e-12)
+            loss = batch_loss / weight.clamp_min(1e-12)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             loss_sum += batch_loss.detach()
+        if world > 1:  # one collective per epoch: the training loss over all ranks' rows
+            torch.distributed.all_reduce(loss_sum)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": float(loss_sum) / total_w}
         if valid is not None and len(valid):
             v_loss, v_score = evaluate(module, criterion, valid, score)
@@ -231,6 +329,10 @@ def train_epochs(
                 bad += 1
                 stop = bad >= patience
         stop = _call(callbacks, "on_epoch_end", estimator, record) or stop
+        if world > 1:  # rank 0's callbacks may stop training: every rank follows it
+            flag = torch.tensor([float(stop)], device=device)
+            torch.distributed.broadcast(flag, src=0)
+            stop = bool(flag.item())
         if checkpoint is not None:
             checkpoint(
                 {

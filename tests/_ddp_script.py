@@ -1,0 +1,82 @@
+"""Run by tests/test_ddp.py under torchrun (and alone): fit a small MLP on fixed data; rank 0
+writes the history and probabilities as JSON, and the model. Options come as JSON in argv[2]:
+max_epochs, patience, checkpoint, kill_after_epoch (rank 0 SIGKILLs itself in on_epoch_end, before
+that epoch's checkpoint), die_after_steps (rank 1 exits with code 3 after so many batches)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from tandem import TorchClassifier
+from tandem.models import build_module
+
+
+class KillAt:
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_end(self, estimator, record):
+        if record["epoch"] == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class DiesOnRank1(nn.Module):
+    """The mlp, except that rank 1's process exits after ``steps`` training forwards."""
+
+    def __init__(self, n_features: int, n_outputs: int, steps: int = 10**9):
+        super().__init__()
+        self.inner = build_module("mlp", n_features, n_outputs, hidden_sizes=(16,))
+        self.steps, self.calls = steps, 0
+
+    def forward(self, x):
+        if self.training and os.environ.get("RANK") == "1":
+            self.calls += 1
+            if self.calls > self.steps:
+                os._exit(3)
+        return self.inner(x)
+
+
+def data():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(300, 6)).astype("float32")
+    return X, (X[:, 0] + X[:, 1] > 0).astype(int)
+
+
+def estimator(options: dict) -> TorchClassifier:
+    kwargs = {}
+    if "die_after_steps" in options:
+        kwargs = {"module": DiesOnRank1, "module__steps": options["die_after_steps"]}
+    else:
+        kwargs = {"module": "mlp", "module__hidden_sizes": (16,)}
+    callbacks = [KillAt(options["kill_after_epoch"])] if "kill_after_epoch" in options else []
+    return TorchClassifier(
+        batch_size=32, max_epochs=options.get("max_epochs", 5), lr=0.01, random_state=0,
+        validation_fraction=0.2, device=options.get("device", "cpu"),
+        patience=options.get("patience"), checkpoint=options.get("checkpoint"),
+        callbacks=callbacks, **kwargs,
+    )  # fmt: skip
+
+
+def result(est: TorchClassifier, X) -> dict:
+    history = [{k: v for k, v in r.items() if k != "seconds"} for r in est.history_]
+    return {"history": history, "proba": est.predict_proba(X).tolist(),
+            "best_epoch": est.best_epoch_}  # fmt: skip
+
+
+def main(out: str, options: dict) -> None:
+    X, y = data()
+    est = estimator(options).fit(X, y)
+    est.set_params(callbacks=None, checkpoint=None).save(Path(out).with_suffix(".model"))
+    if os.environ.get("RANK", "0") == "0":
+        Path(out).write_text(json.dumps(result(est, X)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})

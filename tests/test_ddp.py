@@ -1,0 +1,147 @@
+"""Data-parallel training under torchrun, simulated on the CPU with gloo (two processes).
+
+The estimator joins the process group torchrun describes; each rank trains on its share of every
+global batch and DDP averages the gradients, so two ranks reproduce one process's fit. CUDA (nccl,
+one GPU per rank) runs the same code; its assertions are skipped here without a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tool_env
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _ddp_script as script  # noqa: E402
+
+SCRIPT = Path(__file__).parent / "_ddp_script.py"
+TOL = 1e-5
+
+
+def torchrun(out: Path, options: dict, nproc: int = 2, timeout: float = 240):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}", str(SCRIPT), str(out), json.dumps(options)]  # fmt: skip
+    return subprocess.run(cmd, env=tool_env(TANDEM_DDP_TIMEOUT="30"), capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def single(options: dict) -> dict:
+    X, y = script.data()
+    return script.result(script.estimator(options).fit(X, y), X)
+
+
+def assert_same_fit(ddp: dict, one: dict) -> None:
+    assert len(ddp["history"]) == len(one["history"]) and ddp["best_epoch"] == one["best_epoch"]
+    for a, b in zip(ddp["history"], one["history"], strict=True):
+        assert a.keys() == b.keys() and a["epoch"] == b["epoch"]
+        for key in ("train_loss", "valid_loss", "valid_accuracy", "lr"):
+            assert abs(a[key] - b[key]) <= TOL, (a["epoch"], key, a[key], b[key])
+    assert np.abs(np.array(ddp["proba"]) - np.array(one["proba"])).max() <= TOL
+
+
+def test_two_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
+    out = tmp_path / "ddp.json"
+    proc = torchrun(out, {})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_fit(json.loads(out.read_text()), single({}))
+    assert (tmp_path / "ddp.model" / "weights.safetensors").is_file()  # written once, by rank 0
+
+
+@pytest.mark.slow
+def test_early_stopping_and_a_checkpoint_resumed_after_a_kill(tmp_path):
+    options = {"max_epochs": 30, "patience": 2, "checkpoint": str(tmp_path / "ckpt.pt")}
+    out = tmp_path / "ddp.json"
+    killed = torchrun(out, {**options, "kill_after_epoch": 5})
+    assert killed.returncode != 0 and not out.exists()
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)  # epoch 4's, whole
+    assert len(state["loop"]["history"]) == 4 and not state["complete"]
+    resumed = torchrun(out, options)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ddp = json.loads(out.read_text())
+    reference = single({"max_epochs": 30, "patience": 2})
+    assert len(reference["history"]) < 30  # early stopping did stop it
+    assert_same_fit(ddp, reference)
+
+
+@pytest.mark.slow
+def test_a_dead_rank_ends_the_job_with_an_error_and_nothing_half_written(tmp_path):
+    out = tmp_path / "ddp.json"
+    options = {"max_epochs": 200, "checkpoint": str(tmp_path / "ckpt.pt"), "die_after_steps": 20}
+    start = time.monotonic()
+    proc = torchrun(out, options, timeout=120)
+    seconds = time.monotonic() - start
+    assert proc.returncode != 0 and seconds < 90
+    assert "exitcode" in proc.stderr and ": 3" in proc.stderr  # torchrun names the dead rank
+    assert not out.exists() and not (tmp_path / "ddp.model").exists()
+    if (tmp_path / "ckpt.pt").exists():  # the last checkpoint rank 0 wrote is whole
+        torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files
+
+
+def test_outside_torchrun_nothing_changes(monkeypatch):
+    from tandem import training
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert training.distributed_env() is None and training.is_main_process()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert training.init_distributed(torch.device("cpu")) is None
+
+
+def test_ranks_and_devices_from_torchrun_variables(monkeypatch):
+    from tandem import training
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert training.distributed_env() == training.Distributed(3, 4, 1)
+    assert not training.is_main_process()
+    assert training.resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device: under torchrun 'auto' is cuda:$LOCAL_RANK")
+    assert training.resolve_device("auto") == torch.device("cuda", 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                    reason="needs 2 CUDA devices: nccl, one GPU per rank")  # fmt: skip
+def test_two_gpus_with_nccl_equal_one(tmp_path):  # pragma: no cover - no GPU in CI
+    out = tmp_path / "ddp.json"
+    proc = torchrun(out, {"device": "cuda"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(out.read_text())["history"]
+
+
+@pytest.mark.slow
+def test_train_stage_with_nproc_runs_under_torchrun_and_rank_0_writes(project):
+    """`tandem train --set train.nproc=2`: the runner starts torchrun; the outputs are written
+    once (one DVCLive row per epoch), and the fit equals the one-process stage's."""
+    import pandas as pd
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 256)).astype("float32")
+    frame = pd.DataFrame(X, columns=[f"int{i}" for i in range(256)])
+    frame["class"] = np.where(X[:, 0] + X[:, 1] > 0, "1", "2")
+    (project / "data" / "features").mkdir(parents=True)
+    frame.to_parquet(project / "data" / "features" / "train.parquet", index=False)
+
+    def train(nproc: int) -> list[dict]:
+        args = ["tandem", "train", "--set", "train.module=mlp", "--set", "train.max_epochs=3",
+                "--set", "train.lr_schedule=null", "--set", f"train.nproc={nproc}"]  # fmt: skip
+        proc = subprocess.run(args, cwd=project, env=tool_env(), capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        rows = (project / "dvclive/plots/metrics/train_loss.tsv").read_text().strip().splitlines()
+        assert len(rows) == 4  # header + one row per epoch: only rank 0 logs
+        return json.loads((project / "models/model/config.json").read_text())["history"]
+
+    ddp, one = train(2), train(1)
+    for a, b in zip(ddp, one, strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) <= TOL
+        assert abs(a["valid_loss"] - b["valid_loss"]) <= TOL
+    assert json.loads((project / "metrics/train.json").read_text())["epochs"] == 3
