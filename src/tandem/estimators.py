@@ -31,7 +31,8 @@ from torch import nn
 from tandem import models, training
 from tandem.models import nearest_hint
 
-ROUTED_PREFIXES = ("module", "optimizer", "criterion", "lr_schedule")
+ROUTED_PREFIXES = ("module", "optimizer", "criterion", "lr_schedule", "augment")
+AUGMENTS = ("affine",)  # augment="affine": training.Augment with the augment__* ranges
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -105,6 +106,8 @@ class _TorchEstimator(BaseEstimator):
         compile: bool = False,
         amp: bool = False,
         checkpoint: str | None = None,
+        augment: str | None = None,
+        ema: float | None = None,
         **kwargs: Any,
     ):
         self.module = module
@@ -123,6 +126,8 @@ class _TorchEstimator(BaseEstimator):
         self.compile = compile
         self.amp = amp
         self.checkpoint = checkpoint
+        self.augment = augment
+        self.ema = ema
         self._routed = dict(kwargs)
 
     # ------------------------------------------------------------------ params and routing
@@ -266,6 +271,32 @@ class _TorchEstimator(BaseEstimator):
             raise bad("patience", "None or an integer >= 1")
         if not (number(self.validation_fraction) and 0 <= self.validation_fraction < 1):
             raise bad("validation_fraction", "a number in [0, 1)")
+        if self.ema is not None and not (number(self.ema) and 0 < self.ema < 1):
+            raise bad("ema", "None or a decay in (0, 1), e.g. 0.999")
+
+    def _build_augment(self, n_features: int) -> training.Augment | None:
+        """augment="affine" with its ``augment__*`` ranges (degrees, fractions, pixels)."""
+        kwargs = self._prefixed("augment")
+        if self.augment is None:
+            if kwargs:
+                raise ValueError("augment__* arguments need augment='affine'")
+            return None
+        if self.augment not in AUGMENTS:
+            raise ValueError(
+                f"Unknown augment {self.augment!r}; choose None or one of {list(AUGMENTS)}."
+                + nearest_hint(str(self.augment), list(AUGMENTS))
+            )
+        shape = training.image_shape(n_features, kwargs.pop("shape", None))
+        names = [f for f in training.Augment.__dataclass_fields__ if f != "shape"]
+        for key, value in kwargs.items():
+            if key not in names:
+                raise ValueError(
+                    f"Invalid parameter 'augment__{key}'; valid: "
+                    f"{['augment__' + n for n in names + ['shape']]}." + nearest_hint(key, names)
+                )
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"augment__{key} must be a number >= 0; got {value!r}")
+        return training.Augment(shape=shape, **{k: float(v) for k, v in kwargs.items()})
 
     # ------------------------------------------------------------------ data
     def _validate_X(self, X, *, reset: bool, y: Any = "no_validation", **kwargs):
@@ -313,6 +344,9 @@ class _TorchEstimator(BaseEstimator):
         if np.any(sample_weight < 0):
             raise ValueError("sample_weight must be non-negative")
         y_enc = self._encode_y(y, first=first, classes=classes)
+        if partial and self.ema is not None:
+            raise ValueError("ema averages the weights over a whole fit; partial_fit cannot use it")
+        augment = self._build_augment(X.shape[1])
         if first:
             self.device_ = training.resolve_device(self.device)
             seed = training.seed_from(self.random_state)
@@ -381,6 +415,8 @@ class _TorchEstimator(BaseEstimator):
                 resume=resume,
                 checkpoint=None if store is None else store.save,
                 dist=dist,
+                augment=augment,
+                ema=self.ema,
             )
             if store is not None and training.is_main_process():
                 store.finish()
@@ -674,8 +710,9 @@ class _Checkpoint:
         for device, rng in zip(self.devices, state["cuda_rng"], strict=False):
             torch.cuda.set_rng_state(rng, device)
         loop = state["loop"]
-        if loop["best_state"] is not None:
-            loop["best_state"] = {k: v.to(est.device_) for k, v in loop["best_state"].items()}
+        for key in ("best_state", "ema"):  # weights kept beside the live ones
+            if loop.get(key) is not None:
+                loop[key] = {k: v.to(est.device_) for k, v in loop[key].items()}
         self.last = loop
         return loop
 
@@ -698,6 +735,7 @@ class _Checkpoint:
                     {k: v for k, v in r.items() if k not in TIMING_KEYS} for r in loop["history"]
                 ],
                 "best_state": None if loop["best_state"] is None else _to_cpu(loop["best_state"]),
+                "ema": None if loop.get("ema") is None else _to_cpu(loop["ema"]),
             },
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -779,6 +817,15 @@ class TorchClassifier(ClassifierMixin, _TorchEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         return torch.softmax(self._raw(X).double(), dim=1).cpu().numpy()
+
+    def predict_proba_tta(self, X) -> np.ndarray:
+        """Test-time augmentation: class probabilities averaged over the image and its one-pixel
+        shifts (``training.tta_views``). Rows are images of ``augment__shape`` (or square)."""
+        check_is_fitted(self, "module_")
+        X = self._validate_X(X, reset=False)
+        shape = training.image_shape(X.shape[1], self._prefixed("augment").get("shape"))
+        proba = training.predict_tta(self.module_, self._tensor(X, torch.float32), shape)
+        return proba.cpu().numpy()
 
     def predict_log_proba(self, X) -> np.ndarray:
         return torch.log_softmax(self._raw(X).double(), dim=1).cpu().numpy()

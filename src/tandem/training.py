@@ -8,6 +8,8 @@ accumulated on the device and read once per epoch. That is what makes tandem fas
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import subprocess
 import sys
@@ -128,6 +130,102 @@ def seed_from(random_state: Any) -> int:
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
 
 
+# --------------------------------------------------------------------------- image augmentation
+def image_shape(n_features: int, shape: Sequence[int] | None = None) -> tuple[int, int, int]:
+    """(channels, height, width) of flat image rows: ``shape`` as (H, W) or (C, H, W), else a
+    square one-channel image (256 features -> 1 x 16 x 16)."""
+    if shape is None:
+        side = math.isqrt(n_features)
+        if side * side != n_features:
+            raise ValueError(
+                f"{n_features} features are not a square one-channel image; give the image "
+                "shape (augment__shape=[height, width] or [channels, height, width])"
+            )
+        return (1, side, side)
+    dims = tuple(int(d) for d in shape)
+    dims = (1, *dims) if len(dims) == 2 else dims
+    if len(dims) != 3 or math.prod(dims) != n_features or min(dims) < 1:
+        raise ValueError(f"image shape {list(shape)} does not hold {n_features} features")
+    return dims  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random affine transforms (and optionally elastic distortion) of a batch of flat image rows,
+    drawn and applied on the device in a few batched ops: one ``affine_grid`` + ``grid_sample``
+    per batch, never a loop over images. Ranges are symmetric: ``rotate`` and ``shear`` in
+    degrees, ``translate`` as a fraction of the side, ``scale`` as a relative change; ``elastic``
+    is the displacement in pixels of a random field smoothed over ``elastic_sigma`` pixels.
+    Pixels pulled from outside the image repeat its border (the background)."""
+
+    shape: tuple[int, int, int]
+    rotate: float = 0.0
+    translate: float = 0.0
+    scale: float = 0.0
+    shear: float = 0.0
+    elastic: float = 0.0
+    elastic_sigma: float = 3.0
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        n, (c, h, w) = x.shape[0], self.shape
+        images = x.reshape(n, c, h, w)
+        u = torch.rand(n, 6, generator=generator, device=x.device) * 2 - 1  # uniform in [-1, 1]
+        angle, shear = u[:, 0] * math.radians(self.rotate), u[:, 1] * math.radians(self.shear)
+        zoom = 1 + u[:, 2] * self.scale
+        cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+        # output -> input coordinates (normalised to [-1, 1]): rotation, shear, then zoom
+        theta = torch.stack(
+            [
+                torch.stack([cos, -sin + cos * tan, u[:, 3] * 2 * self.translate], dim=1),
+                torch.stack([sin, cos + sin * tan, u[:, 4] * 2 * self.translate], dim=1),
+            ],
+            dim=1,
+        ) / torch.stack([zoom, zoom, torch.ones_like(zoom)], dim=1)[:, None, :]
+        grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
+        if self.elastic:
+            grid = grid + self._displacement(n, h, w, x.device, generator)
+        out = F.grid_sample(images, grid.to(x.dtype), padding_mode="border", align_corners=False)
+        return out.reshape(n, -1)
+
+    def _displacement(self, n, h, w, device, generator) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        field = torch.rand(n, 2, h, w, generator=generator, device=device) * 2 - 1
+        radius = max(1, int(3 * self.elastic_sigma))
+        taps = torch.arange(-radius, radius + 1, device=device, dtype=field.dtype)
+        kernel = torch.exp(-(taps**2) / (2 * self.elastic_sigma**2))
+        kernel = (kernel / kernel.sum()).reshape(1, 1, -1)
+        flat = field.reshape(n * 2, 1, h, w)  # separable Gaussian blur, both axes
+        flat = F.conv2d(flat, kernel[..., None, :].expand(1, 1, 1, -1), padding=(0, radius))
+        flat = F.conv2d(flat, kernel[..., :, None].expand(1, 1, -1, 1), padding=(radius, 0))
+        field = flat.reshape(n, 2, h, w)
+        field = field / field.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+        scale = torch.tensor([2 * self.elastic / w, 2 * self.elastic / h], device=device)
+        return field.permute(0, 2, 3, 1) * scale  # pixels -> normalised units, (n, h, w, 2)
+
+
+def tta_views(shape: tuple[int, int, int]) -> list[tuple[int, int]]:
+    """The deterministic views test-time augmentation averages: the image and one-pixel shifts
+    left, right, up and down."""
+    return [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]
+
+
+@torch.inference_mode()
+def predict_tta(module: nn.Module, X: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Mean class probabilities over ``tta_views`` (each view shifted with border padding)."""
+    n, (c, h, w) = X.shape[0], shape
+    images = X.reshape(n, c, h, w)
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1), mode="replicate")
+    total = None
+    for dx, dy in tta_views(shape):
+        view = padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].reshape(n, -1)
+        proba = torch.softmax(predict_raw(module, view).double(), dim=1)
+        total = proba if total is None else total + proba
+    return total / len(tta_views(shape))
+
+
 # --------------------------------------------------------------------------- callbacks
 class Callback(Protocol):
     """Callbacks are plain objects; every hook is optional.
@@ -243,6 +341,8 @@ def train_epochs(
     resume: dict | None = None,
     checkpoint: Callable[[dict], None] | None = None,
     dist: Distributed | None = None,
+    augment: Augment | None = None,
+    ema: float | None = None,
 ) -> tuple[list[dict], int | None]:
     """Train ``module`` for the given epoch numbers; return (history records, best epoch).
 
@@ -261,6 +361,11 @@ def train_epochs(
     over W, so DDP's mean of the ranks' gradients is the single-process gradient. Validation
     runs on every rank (same weights, same data, same numbers); callbacks and ``checkpoint``
     run on rank 0 only, and its decision to stop is broadcast.
+
+    ``augment`` transforms each training batch on the device, from a generator seeded per epoch
+    by the shuffling generator (so a resumed run draws what the uninterrupted one drew). ``ema``
+    keeps an exponential moving average of the weights, updated after every step; validation,
+    early stopping and the final module use the averaged weights.
     """
     forward = forward or module
     rank, world = (0, 1) if dist is None else (dist.rank, dist.world_size)
@@ -278,16 +383,22 @@ def train_epochs(
     callbacks = callbacks if main else ()
     checkpoint = checkpoint if main else None
     _call(callbacks, "on_train_begin", estimator)
+    average = None if ema is None else WeightAverage(module, ema)
     if resume is not None:
         history = [dict(record) for record in resume["history"]]
         best_loss, best_epoch, bad = resume["best_loss"], resume["best_epoch"], resume["bad"]
         best_state = resume["best_state"]
+        if average is not None and resume.get("ema") is not None:
+            average.state = resume["ema"]
         for record in history:
             _call(callbacks, "on_epoch_end", estimator, record)
     for epoch in epochs:
         start = time.perf_counter()
         module.train()
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+        if augment is not None:
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            augment_rng = torch.Generator(device=device).manual_seed(seed)
         loss_sum = torch.zeros((), device=device)
         lr = optimizer.param_groups[0]["lr"]
         for step in range(steps):
@@ -298,6 +409,8 @@ def train_epochs(
             xb, yb, wb = train.X[idx], train.y[idx], train.w[idx]
             if world == 1:
                 weight = wb.sum()
+            if augment is not None:
+                xb = augment(xb, augment_rng)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = forward(xb)
             batch_loss = weighted_loss(criterion, out.float(), yb, wb)
@@ -307,14 +420,19 @@ def train_epochs(
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            if average is not None:
+                average.update((epoch - 1) * steps + step)
             loss_sum += batch_loss.detach()
         if world > 1:  # one collective per epoch: the training loss over all ranks' rows
             torch.distributed.all_reduce(loss_sum)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": float(loss_sum) / total_w}
-        if valid is not None and len(valid):
-            v_loss, v_score = evaluate(module, criterion, valid, score)
-            record["valid_loss"] = float(v_loss)
-            record[f"valid_{score_name}"] = float(v_score)
+        with average.applied() if average is not None else contextlib.nullcontext():
+            if valid is not None and len(valid):
+                v_loss, v_score = evaluate(module, criterion, valid, score)
+                record["valid_loss"] = float(v_loss)
+                record[f"valid_{score_name}"] = float(v_score)
+            if patience is not None:  # the weights early stopping would keep (a copy)
+                state_now = {k: v.detach().clone() for k, v in module.state_dict().items()}
         record["lr"] = float(lr)
         record["seconds"] = time.perf_counter() - start
         _check_finite(record, epoch)  # before any callback, checkpoint or best-state bookkeeping
@@ -324,7 +442,7 @@ def train_epochs(
         if patience is not None:
             if monitored < best_loss:
                 best_loss, best_epoch, bad = monitored, epoch, 0
-                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                best_state = state_now
             else:
                 bad += 1
                 stop = bad >= patience
@@ -342,14 +460,46 @@ def train_epochs(
                     "best_state": best_state,
                     "bad": bad,
                     "stopped": stop,
+                    "ema": None if average is None else average.state,
                 }
             )
         if stop:
             break
     if best_state is not None:
         module.load_state_dict(best_state)
+    elif average is not None:
+        module.load_state_dict(average.state)
     _call(callbacks, "on_train_end", estimator)
     return history, best_epoch
+
+
+class WeightAverage:
+    """An exponential moving average of a module's floating-point state (weights and BatchNorm
+    statistics), updated in place on the device after every optimizer step; no host sync. The
+    decay warms up as min(decay, (1 + t) / (10 + t)) so that early averages follow the weights."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.module, self.decay = module, float(decay)
+        self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, t: int) -> None:
+        weight = 1 - min(self.decay, (1 + t) / (10 + t))
+        for key, value in self.module.state_dict().items():
+            if value.is_floating_point():
+                self.state[key].lerp_(value, weight)
+            else:
+                self.state[key].copy_(value)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The averaged weights in the module for the block (evaluation), then the live ones."""
+        live = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        self.module.load_state_dict(self.state)
+        try:
+            yield
+        finally:
+            self.module.load_state_dict(live)
 
 
 def _check_finite(record: dict, epoch: int) -> None:
