@@ -26,7 +26,7 @@ def run(params, dataset: str | None = None) -> None:
     X, y = data.xy(io.read_parquet(paths.test_features), target)
     images, _ = data.xy(io.read_parquet(paths.test), target)  # raw pixels, same rows as X
     y = y.to_numpy()
-    proba = model.predict_proba(X)
+    proba = model.predict_proba_tta(X) if params.evaluate.tta else model.predict_proba(X)
     pred = model.classes_[proba.argmax(axis=1)]
     io.write_json(
         paths.eval_metrics, evaluation.classification_metrics(y, pred, proba, model.classes_)

@@ -42,10 +42,15 @@ def estimator_kwargs(p, callbacks=()) -> dict:
 
 def build_estimator(p, callbacks=(), checkpoint=None) -> TorchClassifier:
     """The USPS estimator exactly as params.yaml's train section describes it."""
-    module_kwargs = {f"module__{key}": value for key, value in p.module_kwargs.items()}
+    routed = {f"module__{key}": value for key, value in p.module_kwargs.items()}
+    augment = None
+    if p.augment is not None:  # random affine (and elastic) transforms of every training batch
+        augment = "affine"
+        routed |= {f"augment__{key}": value for key, value in p.augment.model_dump().items()}
     return TorchClassifier(
-        module=p.module, checkpoint=checkpoint, **estimator_kwargs(p, callbacks), **module_kwargs
-    )
+        module=p.module, checkpoint=checkpoint, augment=augment, ema=p.ema,
+        criterion__label_smoothing=p.label_smoothing, **estimator_kwargs(p, callbacks), **routed,
+    )  # fmt: skip
 
 
 def build_tabular_estimator(p, task: str, callbacks=(), checkpoint=None):

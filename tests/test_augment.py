@@ -143,3 +143,47 @@ def test_tta_averages_the_shifted_views(digits):
              for dx, dy in training.tta_views((1, 8, 8))]  # fmt: skip
     expected = np.mean([est.predict_proba(v) for v in views], axis=0)
     assert np.allclose(proba, expected, atol=1e-6)
+
+
+def test_train_and_evaluate_stages_take_the_recipe_from_params(project):
+    """train.augment / train.ema / train.label_smoothing reach the estimator; evaluate.tta the
+    evaluation (the saved model records the recipe it was trained with)."""
+    import json
+    import subprocess
+
+    import pandas as pd
+    from conftest import tool_env
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(160, 256)).astype("float32")
+    frame = pd.DataFrame(X, columns=[f"int{i}" for i in range(256)])
+    frame["class"] = np.where(X[:, :128].sum(axis=1) > 0, "1", "2")
+    (project / "data" / "features").mkdir(parents=True)
+    (project / "data" / "split").mkdir(parents=True)
+    frame.iloc[:120].to_parquet(project / "data/features/train.parquet", index=False)
+    frame.iloc[120:].to_parquet(project / "data/features/test.parquet", index=False)
+    frame.iloc[120:].to_parquet(project / "data/split/test.parquet", index=False)
+
+    def tandem(*args):
+        proc = subprocess.run(["tandem", *args], cwd=project, env=tool_env(), capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    tandem("train", "--set", "train.max_epochs=2", "--set", "train.augment={rotate: 10, shear: 5}",
+           "--set", "train.ema=0.99", "--set", "train.label_smoothing=0.1")  # fmt: skip
+    params = json.loads((project / "models/model/config.json").read_text())["params"]
+    assert params["augment"] == "affine" and params["ema"] == 0.99
+    assert params["augment__rotate"] == 10 and params["augment__translate"] == 0
+    assert params["criterion__label_smoothing"] == 0.1
+    tandem("evaluate", "--set", "evaluate.tta=true")
+    plain = TorchClassifier.load(project / "models/model")
+    test = frame.iloc[120:]
+    expected = plain.predict_proba_tta(test.drop(columns="class"))
+    scores = json.loads((project / "metrics/eval.json").read_text())
+    from sklearn.metrics import log_loss
+
+    loss = log_loss(test["class"], expected, labels=plain.classes_)
+    assert scores["log_loss"] == pytest.approx(loss, rel=1e-4)  # the TTA probabilities
+    assert scores["log_loss"] != pytest.approx(
+        log_loss(test["class"], plain.predict_proba(test.drop(columns="class")),
+                 labels=plain.classes_), rel=1e-4)  # fmt: skip

@@ -68,9 +68,23 @@ class TrainingParams(Section):
     compile: bool = Field(description="torch.compile the module")
 
 
+class AugmentParams(Section):
+    """Ranges of the random affine transforms (and elastic distortion) of training images."""
+
+    rotate: float = Field(0.0, ge=0, description="degrees, either way")
+    translate: float = Field(0.0, ge=0, description="fraction of the side, either way")
+    scale: float = Field(0.0, ge=0, description="relative zoom, either way")
+    shear: float = Field(0.0, ge=0, description="degrees, either way")
+    elastic: float = Field(0.0, ge=0, description="elastic displacement in pixels; 0: off")
+    elastic_sigma: float = Field(3.0, gt=0, description="smoothness of the elastic field, pixels")
+
+
 class TrainParams(TrainingParams):
     module: str
     module_kwargs: dict[str, Any]
+    augment: AugmentParams | None = Field(description="augmentation on the device; null: off")
+    ema: float | None = Field(gt=0, lt=1, description="EMA decay of the weights; null: off")
+    label_smoothing: float = Field(ge=0, lt=1)
 
 
 class EvaluateParams(Section):
@@ -78,6 +92,7 @@ class EvaluateParams(Section):
     label_names: dict[str, str] | None = Field(
         description="how figures show each label (USPS: '1'..'10' are digits 0..9); null: as is"
     )
+    tta: bool = Field(description="test-time augmentation: average the image and its shifts")
 
 
 class LogisticRegressionParams(Section):
