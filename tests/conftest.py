@@ -87,6 +87,23 @@ def openml_cache(tmp_path: Path) -> Path:
     return build_openml_cache(tmp_path / "openml-cache", [61, 561])
 
 
+def usps_like(rows: int, classes: int = 2, *, at: tuple[Path, ...] = ()):
+    """Random 16x16 'digits' as the USPS stages read them (columns int0..int255, target "class"
+    with labels "1".."k"); the class shifts the pixels' mean, so it can be learnt. Written as
+    parquet to each path in ``at``."""
+    import numpy as np
+    import pandas as pd
+
+    labels = np.arange(rows) % classes
+    X = np.random.RandomState(0).normal(size=(rows, 256)) + labels[:, None] * 0.3
+    frame = pd.DataFrame(X.astype("float32"), columns=[f"int{i}" for i in range(256)])
+    frame["class"] = (labels + 1).astype(str)
+    for path in at:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
+    return frame
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the project's pipeline files (no data) to run stages in."""

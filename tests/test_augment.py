@@ -151,18 +151,11 @@ def test_train_and_evaluate_stages_take_the_recipe_from_params(project):
     import json
     import subprocess
 
-    import pandas as pd
-    from conftest import tool_env
+    from conftest import tool_env, usps_like
 
-    rng = np.random.RandomState(0)
-    X = rng.normal(size=(160, 256)).astype("float32")
-    frame = pd.DataFrame(X, columns=[f"int{i}" for i in range(256)])
-    frame["class"] = np.where(X[:, :128].sum(axis=1) > 0, "1", "2")
-    (project / "data" / "features").mkdir(parents=True)
-    (project / "data" / "split").mkdir(parents=True)
-    frame.iloc[:120].to_parquet(project / "data/features/train.parquet", index=False)
-    frame.iloc[120:].to_parquet(project / "data/features/test.parquet", index=False)
-    frame.iloc[120:].to_parquet(project / "data/split/test.parquet", index=False)
+    usps_like(120, at=(project / "data/features/train.parquet",))
+    frame = usps_like(40, at=(project / "data/features/test.parquet",
+                              project / "data/split/test.parquet"))  # fmt: skip
 
     def tandem(*args):
         proc = subprocess.run(["tandem", *args], cwd=project, env=tool_env(), capture_output=True,
@@ -177,7 +170,7 @@ def test_train_and_evaluate_stages_take_the_recipe_from_params(project):
     assert params["criterion__label_smoothing"] == 0.1
     tandem("evaluate", "--set", "evaluate.tta=true")
     plain = TorchClassifier.load(project / "models/model")
-    test = frame.iloc[120:]
+    test = frame
     expected = plain.predict_proba_tta(test.drop(columns="class"))
     scores = json.loads((project / "metrics/eval.json").read_text())
     from sklearn.metrics import log_loss

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-import numpy as np
-import pandas as pd
-from conftest import tool_env
+from conftest import tool_env, usps_like
 
 
 def tandem(args, cwd):
@@ -31,12 +29,7 @@ def test_missing_input_is_named(project):
 
 
 def test_train_stage_alone_on_small_features(project):
-    rng = np.random.RandomState(0)
-    X = rng.normal(size=(120, 256)).astype("float32")
-    y = np.where(X[:, 0] > 0, "1", "2")
-    frame = pd.DataFrame(X, columns=[f"int{i}" for i in range(256)]).assign(**{"class": y})
-    (project / "data" / "features").mkdir(parents=True)
-    frame.to_parquet(project / "data" / "features" / "train.parquet", index=False)
+    usps_like(120, at=(project / "data/features/train.parquet",))
     proc = tandem(
         ["train", "--set", "train.module=mlp", "--set", "train.max_epochs=2",
          "--set", "train.lr_schedule=null"],

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tool_env
+from conftest import tool_env, usps_like
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _ddp_script as script  # noqa: E402
@@ -121,14 +121,7 @@ def test_two_gpus_with_nccl_equal_one(tmp_path):  # pragma: no cover - no GPU in
 def test_train_stage_with_nproc_runs_under_torchrun_and_rank_0_writes(project):
     """`tandem train --set train.nproc=2`: the runner starts torchrun; the outputs are written
     once (one DVCLive row per epoch), and the fit equals the one-process stage's."""
-    import pandas as pd
-
-    rng = np.random.RandomState(0)
-    X = rng.normal(size=(200, 256)).astype("float32")
-    frame = pd.DataFrame(X, columns=[f"int{i}" for i in range(256)])
-    frame["class"] = np.where(X[:, 0] + X[:, 1] > 0, "1", "2")
-    (project / "data" / "features").mkdir(parents=True)
-    frame.to_parquet(project / "data" / "features" / "train.parquet", index=False)
+    usps_like(200, at=(project / "data/features/train.parquet",))
 
     def train(nproc: int) -> list[dict]:
         args = ["tandem", "train", "--set", "train.module=mlp", "--set", "train.max_epochs=3",

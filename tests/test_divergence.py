@@ -7,9 +7,8 @@ import json
 import subprocess
 
 import numpy as np
-import pandas as pd
 import pytest
-from conftest import tool_env
+from conftest import tool_env, usps_like
 
 from tandem import TorchClassifier, TorchRegressor
 from tandem.training import TrainingDiverged
@@ -38,16 +37,11 @@ def test_a_sane_lr_is_not_refused():
 
 
 def test_train_stage_writes_nothing_when_training_diverges(project):
-    rng = np.random.RandomState(0)
-    X = rng.normal(size=(120, 256)).astype("float32")
-    y = np.where(X[:, 0] > 0, "1", "2")
-    frame = pd.DataFrame(X, columns=[f"int{i}" for i in range(256)]).assign(**{"class": y})
-    (project / "data" / "features").mkdir(parents=True)
-    frame.to_parquet(project / "data" / "features" / "train.parquet", index=False)
+    usps_like(120, at=(project / "data/features/train.parquet",))
 
     def train(*sets):
-        args = ["tandem", "train", "--set", "train.module=mlp", "--set", "train.max_epochs=3",
-                "--set", "train.lr_schedule=null", *[a for s in sets for a in ("--set", s)]]
+        sets = ("train.module=mlp", "train.max_epochs=3", "train.lr_schedule=null", *sets)
+        args = ["tandem", "train", *[word for s in sets for word in ("--set", s)]]
         return subprocess.run(args, cwd=project, env=tool_env(), capture_output=True, text=True,
                               timeout=300)  # fmt: skip
 

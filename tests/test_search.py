@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ROOT, tool_env
+from conftest import ROOT, tool_env, usps_like
 from sklearn.datasets import make_classification
 from sklearn.preprocessing import StandardScaler
 
@@ -309,17 +308,8 @@ def test_tune_stage_refuses_a_bad_space_before_reading_data(project):
     assert not (project / "metrics").exists()
 
 
-def _usps_like(project: Path, rows: int = 150) -> None:
-    rng = np.random.RandomState(0)
-    y = np.array(["1", "2", "3"])[np.arange(rows) % 3]
-    X = rng.normal(size=(rows, 256)).astype("float32") + (np.arange(rows) % 3)[:, None] * 0.3
-    frame = pd.DataFrame(X, columns=[f"int{i}" for i in range(256)]).assign(**{"class": y})
-    (project / "data" / "split").mkdir(parents=True)
-    frame.to_parquet(project / "data" / "split" / "train.parquet", index=False)
-
-
 def test_cv_and_tune_stages_alone(project):
-    _usps_like(project)
+    usps_like(150, classes=3, at=(project / "data/split/train.parquet",))
     proc = tandem(["cv", "--set", "train.module=mlp", "--set", "train.max_epochs=2",
                    "--set", "cv.folds=3", "--set", "cv.max_rows=120"], project)  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -176,13 +176,11 @@ class Augment:
         zoom = 1 + u[:, 2] * self.scale
         cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
         # output -> input coordinates (normalised to [-1, 1]): rotation, shear, then zoom
-        theta = torch.stack(
-            [
-                torch.stack([cos, -sin + cos * tan, u[:, 3] * 2 * self.translate], dim=1),
-                torch.stack([sin, cos + sin * tan, u[:, 4] * 2 * self.translate], dim=1),
-            ],
-            dim=1,
-        ) / torch.stack([zoom, zoom, torch.ones_like(zoom)], dim=1)[:, None, :]
+        shift_x, shift_y = u[:, 3] * 2 * self.translate, u[:, 4] * 2 * self.translate
+        rows = [torch.stack([cos, cos * tan - sin, shift_x], dim=1),
+                torch.stack([sin, sin * tan + cos, shift_y], dim=1)]  # fmt: skip
+        theta = torch.stack(rows, dim=1)
+        theta[:, :, :2] /= zoom[:, None, None]
         grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
         if self.elastic:
             grid = grid + self._displacement(n, h, w, x.device, generator)
