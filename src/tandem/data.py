@@ -157,3 +157,137 @@ def tabular_xy(
     if X.shape[1] == 0:
         raise DataError("no feature columns are left after dropping")
     return X, y
+
+
+# --------------------------------------------------------------------------- more sources
+# (the registry's `file`, `images` and `sklearn` sources; each returns the frame and provenance)
+TABLE_SUFFIXES = (".csv", ".parquet")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def file_sha256(paths: list[Path], root: Path | None = None) -> str:
+    """A content hash of files (and, under ``root``, of their relative names)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if root is not None:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def read_table_file(path: str | Path, *, target: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A CSV or parquet file of the user's (tracked with ``dvc add``) as one frame."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist (a CSV or parquet file is expected)")
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise DataError(f"{path}: expected a {' or '.join(TABLE_SUFFIXES)} file")
+    try:
+        frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many kinds for a bad file
+        raise DataError(f"{path} cannot be read as {path.suffix[1:]}: {exc}") from None
+    frame.columns = [str(c) for c in frame.columns]
+    if target not in frame.columns:
+        raise DataError(f"{path} has no target column {target!r}; columns: {list(frame.columns)}")
+    return frame, {
+        "source": "file", "path": path.as_posix(), "target": target, "rows": int(len(frame)),
+        "columns": int(frame.shape[1]), "file_sha256": file_sha256([path]),
+        "sha256": frame_checksum(frame),
+    }  # fmt: skip
+
+
+def stretch_pixels(pixels: np.ndarray) -> np.ndarray:
+    """One image (any range) stretched to exactly [-1, 1], flat, as USPS's rows are; a blank
+    image (a single grey level) is refused."""
+    pixels = np.asarray(pixels, dtype=np.float64)
+    low, high = pixels.min(), pixels.max()
+    if high <= low:
+        raise DataError("the image is blank (a single grey level)")
+    return ((pixels - low) / (high - low) * 2.0 - 1.0).reshape(-1)
+
+
+def image_pixels(image: Any, shape: tuple[int, int], channels: int = 1) -> np.ndarray:
+    """A PIL image -> one row of ``channels * height * width`` values in [-1, 1], channel-major.
+
+    Greyscale images are read as light ink on a dark background, as USPS stores its digits: an
+    image whose border is mostly light is inverted first. Any size is resized (box filter) to
+    ``shape`` = (height, width).
+    """
+    from PIL import Image
+
+    pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float64)
+    if pixels.ndim < 2 or min(pixels.shape[:2]) < 2:
+        raise DataError(f"an image of shape {pixels.shape} is too small")
+    planes = [pixels] if channels == 1 else [pixels[..., c] for c in range(3)]
+    if channels == 1:
+        border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+        planes = [255.0 - pixels] if border.mean() > 127.5 else planes
+    height, width = shape
+    if pixels.shape[:2] != (height, width):
+        planes = [
+            np.asarray(Image.fromarray(p.astype(np.float32), mode="F").resize(
+                (width, height), Image.Resampling.BOX), dtype=np.float64)
+            for p in planes
+        ]  # fmt: skip
+    return stretch_pixels(np.stack(planes))
+
+
+def read_image_folder(
+    path: str | Path, *, shape: tuple[int, int], channels: int, target: str
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A folder with one subfolder of PNG/JPEG files per class -> one row per image: the pixels
+    (``pixel0``...) and the class (the subfolder's name) in ``target``. Rows follow the sorted
+    class and file names, so the same folder always gives the same frame."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder (one subfolder of images per class)")
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root} holds no class subfolders (one subfolder of images per class)")
+    rows, labels, files = [], [], []
+    for folder in classes:
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DataError(f"class folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+        for file in images:
+            try:
+                with Image.open(file) as image:
+                    rows.append(image_pixels(image, shape, channels))
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"{file} is not a readable image ({exc})") from None
+            except DataError as exc:
+                raise DataError(f"{file}: {exc}") from None
+            labels.append(folder.name)
+            files.append(file)
+    if len(classes) < 2:
+        raise DataError(f"{root} holds one class folder ({classes[0].name}); classes need two")
+    frame = pd.DataFrame(np.vstack(rows), columns=[f"pixel{i}" for i in range(len(rows[0]))])
+    frame[target] = labels
+    return frame, {
+        "source": "images", "path": root.as_posix(), "target": target, "rows": len(frame),
+        "image_shape": [channels, *shape],
+        "classes": {c.name: labels.count(c.name) for c in classes},
+        "files_sha256": file_sha256(files, root), "sha256": frame_checksum(frame),
+    }  # fmt: skip
+
+
+def load_sklearn_frame(name: str, *, target: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One of scikit-learn's bundled data sets (``load_digits``, ``load_iris``, ...), offline;
+    its target becomes column ``target``."""
+    import sklearn.datasets as datasets
+
+    loaders = sorted(n for n in dir(datasets) if n.startswith("load_") and n != "load_files")
+    if name not in loaders:
+        raise DataError(f"unknown sklearn loader {name!r}; choose one of {loaders}")
+    try:
+        bunch = getattr(datasets, name)(as_frame=True)
+    except TypeError as exc:  # a loader without a frame form (e.g. load_sample_images)
+        raise DataError(f"sklearn.datasets.{name} does not give a table ({exc})") from None
+    frame = bunch.frame.rename(columns={"target": target})
+    frame.columns = [str(c) for c in frame.columns]
+    return frame, {
+        "source": "sklearn", "name": name, "target": target, "rows": int(len(frame)),
+        "columns": int(frame.shape[1]), "sha256": frame_checksum(frame),
+    }  # fmt: skip

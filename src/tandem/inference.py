@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tandem import features, io
+from tandem import data, features, io
 from tandem.estimators import TorchClassifier, TorchRegressor
 
 PREPROCESSOR = "preprocessor.skops"
@@ -252,33 +252,19 @@ def scale_image(pixels: np.ndarray) -> np.ndarray:
     USPS's pixels are per image min-max scaled (every image holds -1 and 1), so the same is done
     here; a blank image has no ink and is refused.
     """
-    pixels = np.asarray(pixels, dtype=np.float64)
-    low, high = pixels.min(), pixels.max()
-    if high <= low:
-        raise InputError("the image is blank (a single grey level): no digit to read")
-    return ((pixels - low) / (high - low) * 2.0 - 1.0).reshape(-1)
+    try:
+        return data.stretch_pixels(pixels)
+    except data.DataError as exc:
+        raise InputError(f"{exc}: no digit to read") from None
 
 
 def image_to_row(image) -> np.ndarray:
-    """A PIL image -> a USPS row: greyscale, light ink on dark, resized to 16x16, scaled.
-
-    Ink polarity is read from the border: USPS digits are light strokes on a dark background,
-    so an image whose border is mostly light (dark ink on paper) is inverted first.
-    """
-    from PIL import Image
-
-    grey = np.asarray(image.convert("L"), dtype=np.float64)
-    if grey.ndim != 2 or min(grey.shape) < 2:
-        raise InputError(f"image of shape {grey.shape} is too small")
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if border.mean() > 127.5:
-        grey = 255.0 - grey
-    if grey.shape != (IMAGE_SIDE, IMAGE_SIDE):
-        resized = Image.fromarray(grey.astype(np.float32), mode="F").resize(
-            (IMAGE_SIDE, IMAGE_SIDE), Image.Resampling.BOX
-        )
-        grey = np.asarray(resized, dtype=np.float64)
-    return scale_image(grey)
+    """A PIL image -> a USPS row: greyscale, light ink on dark, resized to 16x16, scaled, exactly
+    as an ``images`` data source reads its training images (``tandem.data.image_pixels``)."""
+    try:
+        return data.image_pixels(image, (IMAGE_SIDE, IMAGE_SIDE), channels=1)
+    except data.DataError as exc:
+        raise InputError(f"{exc}: no digit to read" if "blank" in str(exc) else str(exc)) from None
 
 
 def image_files(path: Path) -> list[Path]:
