@@ -84,15 +84,18 @@ def run(params, dataset: str | None = None) -> None:
     p, target, task = section(params, dataset)
     X, y = data.xy(io.read_parquet(paths.train_features), target)
     main = training.is_main_process()  # under torchrun, the other ranks train and write nothing
-    logger = Live(dir=paths.live_dir, save_dvc_exp=False, dvcyaml=False) if main else None
-    with logger or contextlib.nullcontext():
-        callbacks = [DVCLiveCallback(logger), console.EpochProgress(p.max_epochs)] if main else []
-        # an interrupted run of the same params and data goes on from its last epoch
-        if dataset is None:
-            est = build_estimator(p, callbacks, paths.checkpoint)
-        else:
-            est = build_tabular_estimator(p, task, callbacks, paths.checkpoint)
-        est.fit(X, y)
+    # DVCLive logs into a folder that replaces live_dir only when training succeeds
+    with io.atomic_dir(paths.live_dir) if main else contextlib.nullcontext() as live_dir:
+        logger = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False) if main else None
+        with logger or contextlib.nullcontext():
+            callbacks = [DVCLiveCallback(logger), console.EpochProgress(p.max_epochs)]
+            callbacks = callbacks if main else []
+            # an interrupted run of the same params and data goes on from its last epoch
+            if dataset is None:
+                est = build_estimator(p, callbacks, paths.checkpoint)
+            else:
+                est = build_tabular_estimator(p, task, callbacks, paths.checkpoint)
+            est.fit(X, y)
     if not main:
         return
     if isinstance(est, TransformedTargetRegressor):  # the scaler lands with the model, atomically

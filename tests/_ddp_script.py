@@ -1,7 +1,8 @@
 """Run by tests/test_ddp.py under torchrun (and alone): fit a small MLP on fixed data; rank 0
 writes the history and probabilities as JSON, and the model. Options come as JSON in argv[2]:
-max_epochs, patience, checkpoint, kill_after_epoch (rank 0 SIGKILLs itself in on_epoch_end, before
-that epoch's checkpoint), die_after_steps (rank 1 exits with code 3 after so many batches)."""
+max_epochs, batch_size, dropout, weighted (random sample weights), patience, checkpoint,
+kill_after_epoch (rank 0 SIGKILLs itself in on_epoch_end, before that epoch's checkpoint),
+die_after_steps (rank 1 exits with code 3 after so many batches)."""
 
 from __future__ import annotations
 
@@ -43,10 +44,11 @@ class DiesOnRank1(nn.Module):
         return self.inner(x)
 
 
-def data():
+def data(options: dict):
     rng = np.random.RandomState(0)
     X = rng.normal(size=(300, 6)).astype("float32")
-    return X, (X[:, 0] + X[:, 1] > 0).astype(int)
+    weights = rng.uniform(0.2, 3.0, size=300) if options.get("weighted") else None
+    return X, (X[:, 0] + X[:, 1] > 0).astype(int), weights
 
 
 def estimator(options: dict) -> TorchClassifier:
@@ -54,11 +56,12 @@ def estimator(options: dict) -> TorchClassifier:
     if "die_after_steps" in options:
         kwargs = {"module": DiesOnRank1, "module__steps": options["die_after_steps"]}
     else:
-        kwargs = {"module": "mlp", "module__hidden_sizes": (16,)}
+        kwargs = {"module": "mlp", "module__hidden_sizes": (16,),
+                  "module__dropout": options.get("dropout", 0.0)}  # fmt: skip
     callbacks = [KillAt(options["kill_after_epoch"])] if "kill_after_epoch" in options else []
     return TorchClassifier(
-        batch_size=32, max_epochs=options.get("max_epochs", 5), lr=0.01, random_state=0,
-        validation_fraction=0.2, device=options.get("device", "cpu"),
+        batch_size=options.get("batch_size", 32), max_epochs=options.get("max_epochs", 5),
+        lr=0.01, random_state=0, validation_fraction=0.2, device=options.get("device", "cpu"),
         patience=options.get("patience"), checkpoint=options.get("checkpoint"),
         callbacks=callbacks, **kwargs,
     )  # fmt: skip
@@ -71,8 +74,8 @@ def result(est: TorchClassifier, X) -> dict:
 
 
 def main(out: str, options: dict) -> None:
-    X, y = data()
-    est = estimator(options).fit(X, y)
+    X, y, weights = data(options)
+    est = estimator(options).fit(X, y, sample_weight=weights)
     est.set_params(callbacks=None, checkpoint=None).save(Path(out).with_suffix(".model"))
     if os.environ.get("RANK", "0") == "0":
         Path(out).write_text(json.dumps(result(est, X)))

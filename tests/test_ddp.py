@@ -33,8 +33,8 @@ def torchrun(out: Path, options: dict, nproc: int = 2, timeout: float = 240):
 
 
 def single(options: dict) -> dict:
-    X, y = script.data()
-    return script.result(script.estimator(options).fit(X, y), X)
+    X, y, weights = script.data(options)
+    return script.result(script.estimator(options).fit(X, y, sample_weight=weights), X)
 
 
 def assert_same_fit(ddp: dict, one: dict) -> None:
@@ -47,10 +47,13 @@ def assert_same_fit(ddp: dict, one: dict) -> None:
 
 
 def test_two_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
+    """Sample weights and a trailing batch of 5 rows (shares of 3 and 2): each rank's loss must
+    be scaled by the whole batch's weight for the averaged gradient to be the global one."""
+    options = {"batch_size": 47, "weighted": True}  # 240 training rows = 5 x 47 + 5
     out = tmp_path / "ddp.json"
-    proc = torchrun(out, {})
+    proc = torchrun(out, options)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_same_fit(json.loads(out.read_text()), single({}))
+    assert_same_fit(json.loads(out.read_text()), single(options))
     assert (tmp_path / "ddp.model" / "weights.safetensors").is_file()  # written once, by rank 0
 
 
@@ -83,6 +86,28 @@ def test_a_dead_rank_ends_the_job_with_an_error_and_nothing_half_written(tmp_pat
     if (tmp_path / "ckpt.pt").exists():  # the last checkpoint rank 0 wrote is whole
         torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files
+
+
+@pytest.mark.slow
+def test_dropout_under_ddp_resumes_exactly(tmp_path):
+    """With dropout each rank draws its own masks from a seed of (seed, epoch, rank): a run
+    killed at epoch 3 and resumed ends with the weights of an uninterrupted DDP run."""
+    options = {"max_epochs": 5, "dropout": 0.3, "checkpoint": str(tmp_path / "ckpt.pt")}
+    whole, out = tmp_path / "whole.json", tmp_path / "ddp.json"
+    assert torchrun(whole, {**options, "checkpoint": None}).returncode == 0
+    assert torchrun(out, {**options, "kill_after_epoch": 3}).returncode != 0
+    resumed = torchrun(out, options)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = json.loads(out.read_text()), json.loads(whole.read_text())
+    assert a["history"] == b["history"] and a["proba"] == b["proba"]
+
+
+def test_steps_leave_every_rank_two_rows():
+    from tandem.training import n_steps
+
+    assert n_steps(70, 32) == 3 and n_steps(65, 32) == 2  # one process: a 1-row batch is dropped
+    assert n_steps(67, 32, world=2) == 2 and n_steps(68, 32, world=2) == 3  # 3 rows < 2 x 2
+    assert n_steps(10, 32, world=4) == 1  # smaller than one batch: the data is the batch
 
 
 def test_outside_torchrun_nothing_changes(monkeypatch):
@@ -123,11 +148,15 @@ def test_train_stage_with_nproc_runs_under_torchrun_and_rank_0_writes(project):
     once (one DVCLive row per epoch), and the fit equals the one-process stage's."""
     usps_like(200, at=(project / "data/features/train.parquet",))
 
-    def train(nproc: int) -> list[dict]:
-        args = ["tandem", "train", "--set", "train.module=mlp", "--set", "train.max_epochs=3",
-                "--set", "train.lr_schedule=null", "--set", f"train.nproc={nproc}"]  # fmt: skip
-        proc = subprocess.run(args, cwd=project, env=tool_env(), capture_output=True, text=True,
+    def run(nproc: int, *sets: str) -> subprocess.CompletedProcess:
+        sets = ("train.module=mlp", "train.max_epochs=3", "train.lr_schedule=null",
+                f"train.nproc={nproc}", *sets)  # fmt: skip
+        return subprocess.run(["tandem", "train", *[w for s in sets for w in ("--set", s)]],
+                              cwd=project, env=tool_env(), capture_output=True, text=True,
                               timeout=300)  # fmt: skip
+
+    def train(nproc: int) -> list[dict]:
+        proc = run(nproc)
         assert proc.returncode == 0, proc.stderr[-3000:]
         rows = (project / "dvclive/plots/metrics/train_loss.tsv").read_text().strip().splitlines()
         assert len(rows) == 4  # header + one row per epoch: only rank 0 logs
@@ -138,3 +167,8 @@ def test_train_stage_with_nproc_runs_under_torchrun_and_rank_0_writes(project):
         assert abs(a["train_loss"] - b["train_loss"]) <= TOL
         assert abs(a["valid_loss"] - b["valid_loss"]) <= TOL
     assert json.loads((project / "metrics/train.json").read_text())["epochs"] == 3
+    # a failing rank: the ranks' one-line error, once, and no traceback (torchrun's included)
+    bad = run(2, "train.optimizer=sgd", "train.lr=1e10")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "data-parallel training with 2 processes failed" in bad.stderr
+    assert bad.stderr.count("training diverged at epoch") == 1

@@ -49,6 +49,7 @@ def test_train_stage_writes_nothing_when_training_diverges(project):
     assert good.returncode == 0, good.stderr
     model = {p.name: p.read_bytes() for p in (project / "models" / "model").iterdir()}
     metrics = (project / "metrics" / "train.json").read_bytes()
+    curves = {p: p.read_bytes() for p in (project / "dvclive").rglob("*") if p.is_file()}
     assert json.loads(metrics)["best_valid_loss"] is not None
 
     bad = train("train.optimizer=sgd", "train.lr=1e10")
@@ -58,3 +59,6 @@ def test_train_stage_writes_nothing_when_training_diverges(project):
     # the previous run's model and metrics are left exactly as they were
     assert {p.name: p.read_bytes() for p in (project / "models" / "model").iterdir()} == model
     assert (project / "metrics" / "train.json").read_bytes() == metrics
+    # and the DVCLive curves of the last good run too (the failed run logged to a temp folder)
+    assert {p: p.read_bytes() for p in (project / "dvclive").rglob("*") if p.is_file()} == curves
+    assert not [p for p in project.rglob(".*.tmp")]

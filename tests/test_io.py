@@ -43,3 +43,20 @@ def test_read_parquet_names_missing_and_corrupt_files(tmp_path):
     good = tmp_path / "good.parquet"
     tio.write_parquet(good, pd.DataFrame({"a": [1, 2]}))
     assert tio.read_parquet(good)["a"].tolist() == [1, 2]
+
+
+def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "model"
+    with tio.atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with tio.atomic_dir(target) as tmp:
+            (tmp / "a.txt").write_text("two")
+            raise RuntimeError("killed half-way")
+    assert (target / "a.txt").read_text() == "one"  # the old folder, untouched
+    (tmp_path / ".model.abc123.tmp").mkdir()  # what a SIGKILLed process would leave
+    with tio.atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("three")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert [p.name for p in target.iterdir()] == ["b.txt"]

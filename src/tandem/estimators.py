@@ -12,8 +12,6 @@ import copy
 import inspect
 import json
 import numbers
-import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -356,6 +354,11 @@ class _TorchEstimator(BaseEstimator):
         dist = training.init_distributed(self.device_)  # None outside torchrun
         if dist is not None:
             _check_same_rows(X.shape[0], self.device_)
+            if self.batch_size < 2 * dist.world_size:
+                raise ValueError(
+                    f"batch_size={self.batch_size} is the global batch: with {dist.world_size} "
+                    f"ranks it must be at least {2 * dist.world_size} (two rows per rank)"
+                )
         callbacks = list(self.callbacks or [])
         if self.verbose:
             callbacks.append(training.PrintLog())
@@ -371,7 +374,8 @@ class _TorchEstimator(BaseEstimator):
                 train_idx, valid_idx = np.arange(X.shape[0]), None
             data = self._batch(X, y_enc, sample_weight, train_idx)
             valid = None if valid_idx is None else self._batch(X, y_enc, sample_weight, valid_idx)
-            steps = training.n_steps(len(data), max(1, min(self.batch_size, len(data))))
+            world = 1 if dist is None else dist.world_size
+            steps = training.n_steps(len(data), max(1, min(self.batch_size, len(data))), world)
             scheduler = None if partial else self._build_scheduler(self.optimizer_, steps * epochs)
             forward = self.module_
             if dist is not None:  # gradients averaged over the ranks; rank 0's weights to all
@@ -417,6 +421,7 @@ class _TorchEstimator(BaseEstimator):
                 dist=dist,
                 augment=augment,
                 ema=self.ema,
+                seed=seed,
             )
             if store is not None and training.is_main_process():
                 store.finish()
@@ -516,9 +521,9 @@ class _TorchEstimator(BaseEstimator):
             **self._extra_config(),
             **config_extra,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        from tandem.io import atomic_dir
+
+        with atomic_dir(path) as tmp:
             state = {
                 k: v.detach().to("cpu").contiguous() for k, v in self.module_.state_dict().items()
             }
@@ -526,9 +531,6 @@ class _TorchEstimator(BaseEstimator):
             for name, transformer in (transformers or {}).items():
                 save_transformer(transformer, tmp / name)
             (tmp / "config.json").write_text(json.dumps(config, indent=2, default=_json_default))
-            _replace_dir(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return path
 
     @classmethod
@@ -761,18 +763,6 @@ def _check_same_rows(n: int, device: torch.device) -> None:
             f"ranks were given different data under torchrun ({int(-counts[1])} to "
             f"{int(counts[0])} rows); every rank must fit on the same rows"
         )
-
-
-def _replace_dir(new: Path, final: Path) -> None:
-    """Move directory ``new`` to ``final``, replacing an existing one with two renames."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        new.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(final)
 
 
 class TorchClassifier(ClassifierMixin, _TorchEstimator):

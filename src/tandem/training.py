@@ -67,6 +67,8 @@ def init_distributed(device: torch.device) -> Distributed | None:
         return None
     import torch.distributed as dist
 
+    if device.type == "cuda":  # this rank's GPU is the default one (pinned copies, nccl)
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         timeout = timedelta(seconds=float(os.environ.get(DDP_TIMEOUT_ENV, "120")))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
@@ -91,12 +93,23 @@ def launch(nproc: int, argv: Sequence[str]) -> None:
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc-per-node={nproc}", "-m", *argv]  # fmt: skip
-    code = subprocess.run(cmd).returncode
-    if code != 0:
-        raise ChildProcessError(
-            f"data-parallel training with {nproc} processes failed (torchrun exit {code}); "
-            "the failing rank's error is printed above"
-        )
+    env = dict(os.environ)  # torchrun would give each process one thread: share the cores out
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    if proc.returncode == 0:
+        sys.stderr.write(proc.stderr)
+        return
+    # the ranks' own one-line errors, once each, instead of torchrun's traceback of the launcher
+    errors = dict.fromkeys(
+        line.split(": ", 1)[1] if line.startswith("error in ") else line
+        for line in proc.stderr.splitlines()
+        if line.startswith(("error", "  unexpected", "  try"))
+    )
+    detail = "\n  ".join(errors) or "\n  ".join(proc.stderr.strip().splitlines()[-15:])
+    raise ChildProcessError(
+        f"data-parallel training with {nproc} processes failed (torchrun exit "
+        f"{proc.returncode}):\n  {detail}"
+    )
 
 
 # --------------------------------------------------------------------------- devices and seeds
@@ -116,7 +129,17 @@ def resolve_device(device: str | torch.device = "auto", *, fallback: bool = Fals
             return torch.device("cpu")
         raise ValueError(f"device={device!r} was requested but CUDA is not available here")
     env = distributed_env()
-    if device == "cuda" and env is not None:
+    if env is not None and device.startswith("cuda"):  # one GPU per rank: its LOCAL_RANK
+        if device != "cuda":
+            raise ValueError(
+                f"device={device!r} under torchrun would put every rank on one GPU; use 'auto' "
+                "or 'cuda' (each rank then takes cuda:$LOCAL_RANK)"
+            )
+        if env.local_rank >= torch.cuda.device_count():
+            raise ValueError(
+                f"rank {env.rank} has LOCAL_RANK {env.local_rank} but this machine shows "
+                f"{torch.cuda.device_count()} GPU(s): start at most that many processes per node"
+            )
         return torch.device("cuda", env.local_rank)
     return torch.device(device)
 
@@ -170,6 +193,8 @@ class Augment:
         import torch.nn.functional as F
 
         n, (c, h, w) = x.shape[0], self.shape
+        if n == 0:
+            return x
         images = x.reshape(n, c, h, w)
         u = torch.rand(n, 6, generator=generator, device=x.device) * 2 - 1  # uniform in [-1, 1]
         angle, shear = u[:, 0] * math.radians(self.rotate), u[:, 1] * math.radians(self.shear)
@@ -200,8 +225,8 @@ class Augment:
         flat = F.conv2d(flat, kernel[..., :, None].expand(1, 1, -1, 1), padding=(radius, 0))
         field = flat.reshape(n, 2, h, w)
         field = field / field.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-        scale = torch.tensor([2 * self.elastic / w, 2 * self.elastic / h], device=device)
-        return field.permute(0, 2, 3, 1) * scale  # pixels -> normalised units, (n, h, w, 2)
+        dx, dy = field[:, 0] * (2 * self.elastic / w), field[:, 1] * (2 * self.elastic / h)
+        return torch.stack([dx, dy], dim=-1)  # pixels -> normalised units, (n, h, w, 2)
 
 
 def tta_views(shape: tuple[int, int, int]) -> list[tuple[int, int]]:
@@ -292,10 +317,11 @@ def weighted_loss(criterion: nn.Module, out: torch.Tensor, y: torch.Tensor, w: t
     return (losses * w).sum()
 
 
-def n_steps(n: int, batch_size: int) -> int:
-    """Batches per epoch; a trailing batch of one row is skipped (BatchNorm cannot train on it)."""
+def n_steps(n: int, batch_size: int, world: int = 1) -> int:
+    """Batches per epoch. A trailing batch that would give a rank fewer than two rows is skipped
+    (BatchNorm cannot train on one row; an empty share cannot be transformed)."""
     steps, rest = divmod(n, batch_size)
-    return steps + (1 if rest > 1 or (rest == 1 and steps == 0) else 0)
+    return steps + (1 if rest >= 2 * world or (rest and steps == 0) else 0)
 
 
 @torch.inference_mode()
@@ -341,6 +367,7 @@ def train_epochs(
     dist: Distributed | None = None,
     augment: Augment | None = None,
     ema: float | None = None,
+    seed: int = 0,
 ) -> tuple[list[dict], int | None]:
     """Train ``module`` for the given epoch numbers; return (history records, best epoch).
 
@@ -360,8 +387,9 @@ def train_epochs(
     runs on every rank (same weights, same data, same numbers); callbacks and ``checkpoint``
     run on rank 0 only, and its decision to stop is broadcast.
 
-    ``augment`` transforms each training batch on the device, from a generator seeded per epoch
-    by the shuffling generator (so a resumed run draws what the uninterrupted one drew). ``ema``
+    ``augment`` transforms each training batch on the device, from a generator seeded by
+    (``seed``, epoch, rank), so a resumed run draws what the uninterrupted one drew; under DDP
+    the same seed also restarts each rank's own dropout stream every epoch. ``ema``
     keeps an exponential moving average of the weights, updated after every step; validation,
     early stopping and the final module use the averaged weights.
     """
@@ -371,7 +399,7 @@ def train_epochs(
     device = train.X.device
     n = len(train)
     bs = max(1, min(int(batch_size), n))
-    steps = n_steps(n, bs)
+    steps = n_steps(n, bs, world)
     total_w = float(train.w.sum())
     if not total_w > 0:  # e.g. every weighted row fell into the validation slice
         raise ValueError("sample_weight sums to zero over the training rows; nothing to learn from")
@@ -394,9 +422,11 @@ def train_epochs(
         start = time.perf_counter()
         module.train()
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+        epoch_seed = (seed * 1_000_003 + epoch * 1_009 + rank) % 2**63
+        if world > 1:  # each rank its own dropout masks, the same again after a resume
+            torch.manual_seed(epoch_seed)
         if augment is not None:
-            seed = int(torch.randint(2**62, (1,), generator=generator))
-            augment_rng = torch.Generator(device=device).manual_seed(seed)
+            augment_rng = torch.Generator(device=device).manual_seed(epoch_seed)
         loss_sum = torch.zeros((), device=device)
         lr = optimizer.param_groups[0]["lr"]
         for step in range(steps):
