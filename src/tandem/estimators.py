@@ -313,7 +313,7 @@ class _TorchEstimator(BaseEstimator):
         """The array on the device, copied once; to a GPU from pinned (page-locked) memory."""
         if self.device_.type != "cuda":
             return torch.tensor(np.asarray(a), dtype=dtype, device=self.device_)
-        host = torch.from_numpy(np.ascontiguousarray(a)).to(dtype).pin_memory()
+        host = torch.tensor(np.asarray(a), dtype=dtype).pin_memory()  # a copy: any numpy array
         return host.to(self.device_, non_blocking=True)
 
     def _split(self, y_enc: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -753,7 +753,8 @@ class _Checkpoint:
 
 def _check_same_rows(n: int, device: torch.device) -> None:
     """Under torchrun every rank must hold the same rows (each trains on its share of each
-    batch); a rank that loaded other data would silently train on something else."""
+    batch). Ranks given different numbers of rows (another file, another split) are refused
+    here; the rows' values are not compared."""
     import torch.distributed as dist
 
     counts = torch.tensor([n, -n], dtype=torch.float64, device=device)

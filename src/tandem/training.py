@@ -510,14 +510,25 @@ class WeightAverage:
         self.module, self.decay = module, float(decay)
         self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+    @state.setter
+    def state(self, state: dict[str, torch.Tensor]) -> None:
+        # (average, live) tensor pairs, looked up once: the module's tensors are updated in place
+        self._state = state
+        live = self.module.state_dict()
+        self._pairs = [(state[k], live[k].detach()) for k in state]
+
     @torch.no_grad()
     def update(self, t: int) -> None:
         weight = 1 - min(self.decay, (1 + t) / (10 + t))
-        for key, value in self.module.state_dict().items():
+        for average, value in self._pairs:
             if value.is_floating_point():
-                self.state[key].lerp_(value, weight)
+                average.lerp_(value, weight)
             else:
-                self.state[key].copy_(value)
+                average.copy_(value)
 
     @contextlib.contextmanager
     def applied(self):
