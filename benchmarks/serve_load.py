@@ -142,8 +142,8 @@ def summarise(backend, batch, results, elapsed):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model-dir", type=Path, default=Path("models"))
-    ap.add_argument("--data", type=Path, default=Path("data/split/test.parquet"),
+    ap.add_argument("--model-dir", type=Path, default=Path("models/usps"))
+    ap.add_argument("--data", type=Path, default=Path("data/usps/test.parquet"),
                     help="rows to send (raw columns; extra columns are dropped)")  # fmt: skip
     ap.add_argument("--backends", nargs="+", default=["onnx", "torch"])
     ap.add_argument("--clients", type=int, default=8)

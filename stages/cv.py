@@ -1,31 +1,33 @@
-"""cv: k-fold cross-validation of the configured USPS pipeline on the training split.
+"""cv: k-fold cross-validation of one entry's pipeline (``cv.dataset``) on its training split.
 
-The preprocessor (preprocess section) and the TorchClassifier (train section, with cv.max_epochs)
-are fitted together inside every StratifiedKFold fold, on a stratified subset of cv.max_rows rows
-of the training split; each scorer's mean and std over the folds go to metrics/cv.json.
+The preprocessor (the entry's preprocess section) and the torch estimator (its train section,
+with cv.max_epochs) are fitted together inside every StratifiedKFold fold, on a stratified
+subset of cv.max_rows rows; each scorer's mean and std over the folds go to metrics/cv.json.
 """
 
 from stages.layout import layout, timings
+from stages.preprocess import build_preprocessor
 from stages.train import build_estimator
-from tandem import console, data, features, io, search
+from tandem import config, console, data, io, search
 
-PARAMS = ("cv", "train", "preprocess", "fetch.target")
+PARAMS = ("cv", "train", "preprocess", "datasets.{name}")
 METRICS = "metrics/cv.json"
 
 
-def run(params, dataset: str | None = None) -> None:
-    p = params.cv
+def run(params, name: str) -> None:
+    p, entry = params.cv, params.datasets[name]
     search.check_scoring(p.scoring, where="cv.scoring")
-    estimator = build_estimator(params.train)
+    frame = io.read_parquet(layout(name).train)
+    X, y = data.tabular_xy(frame, target=entry.target, drop=entry.drop, task=entry.task)
+    X, y = search.subsample(X, y, p.max_rows, p.seed)
+    estimator = build_estimator(config.resolve(params.train, entry, "train"), entry, len(y))
     if p.max_epochs is not None:
         estimator.set_params(max_epochs=p.max_epochs)
-    prep = features.build_preprocessor(params.preprocess.scaler, params.preprocess.pca)
+    prep = build_preprocessor(config.resolve(params.preprocess, entry, "preprocess"), entry, X)
     pipeline = search.make_pipeline(prep, estimator)
-    X, y = data.xy(io.read_parquet(layout(None).train), params.fetch.target)
-    X, y = search.subsample(X, y, p.max_rows, p.seed)
     backend = p.parallel
     with (
-        console.status(f"cross-validating: {p.folds} folds on {len(y)} rows"),
+        console.status(f"cross-validating {name}: {p.folds} folds on {len(y)} rows"),
         search.parallel(backend.backend, scheduler=backend.scheduler, n_workers=backend.n_workers),
     ):
         scores = search.cross_validate_scores(
@@ -33,5 +35,5 @@ def run(params, dataset: str | None = None) -> None:
             n_jobs=backend.n_jobs,
         )  # fmt: skip
     # wall-clock times differ on every run: kept out of the DVC metric (see stages/layout.py)
-    io.write_json(timings("cv", None), {k: scores.pop(k) for k in ("fit_seconds", "wall_seconds")})
+    io.write_json(timings("cv", name), {k: scores.pop(k) for k in ("fit_seconds", "wall_seconds")})
     io.write_json(METRICS, scores)

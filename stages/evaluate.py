@@ -1,62 +1,51 @@
-"""evaluate: sklearn metrics on the test split, plot data for `dvc plots`, PNG figures (USPS)."""
+"""evaluate: sklearn metrics on the test split, plot data for `dvc plots`, PNG figures.
+
+Every entry: metrics/<name>/eval.json, predictions.json (actual and predicted per test row: a
+confusion matrix or a scatter in `dvc plots`) and its learning curves. Classification adds a
+confusion figure; image entries the most confidently wrong test images.
+"""
 
 from stages.layout import layout
-from tandem import TorchClassifier, TorchRegressor, data, evaluation, io
+from tandem import TorchClassifier, TorchRegressor, config, data, evaluation, io
 
-PARAMS = ("evaluate", "fetch.target")
-TABULAR_PARAMS = ("tabular.datasets.{name}.target", "tabular.datasets.{name}.task")
-CONFUSION = "metrics/confusion.json"
-ROC_DIR = "metrics/roc"  # one JSON file of ROC points per class
-FIGURES = {
-    "confusion": "reports/confusion.png",
-    "worst": "reports/worst_digits.png",
-    "curves": "reports/learning_curves.png",
-}
+PARAMS = ("evaluate", "datasets.{name}")
 
 
-def run(params, dataset: str | None = None) -> None:
-    paths = layout(dataset)
-    if dataset is not None:
-        spec = params.tabular.datasets[dataset]
-        X, y = data.xy(io.read_parquet(paths.test_features), spec.target)
-        io.write_json(paths.eval_metrics, score(paths, spec.task, X, y.to_numpy()))
-        return
-    target = params.fetch.target
-    model = TorchClassifier.load(paths.model)
-    X, y = data.xy(io.read_parquet(paths.test_features), target)
-    images, _ = data.xy(io.read_parquet(paths.test), target)  # raw pixels, same rows as X
+def run(params, name: str) -> None:
+    entry, paths = params.datasets[name], layout(name)
+    p = config.resolve(params.evaluate, entry, "evaluate")
+    X, y = data.xy(io.read_parquet(paths.test_features), entry.target)
     y = y.to_numpy()
-    proba = model.predict_proba_tta(X) if params.evaluate.tta else model.predict_proba(X)
+    if entry.task == "regression":
+        model = TorchRegressor.load(paths.model)
+        pred = model.predict(X)
+        scaler = TorchRegressor.load_target_scaler(paths.model)
+        if scaler is not None:  # the model learnt a standardised target
+            pred = scaler.inverse_transform(pred.reshape(-1, 1)).ravel()
+        io.write_json(paths.metrics("eval"), evaluation.regression_metrics(y, pred))
+        rows = [
+            {"actual": float(a), "predicted": round(float(b), 6)}
+            for a, b in zip(y, pred, strict=True)
+        ]
+        io.write_json(paths.plot("predictions"), rows)
+        evaluation.plot_learning_curves(model.history_, paths.report("learning_curves"))
+        return
+    model = TorchClassifier.load(paths.model)
+    tta = p.tta and entry.modality == "image"
+    proba = model.predict_proba_tta(X) if tta else model.predict_proba(X)
     pred = model.classes_[proba.argmax(axis=1)]
     io.write_json(
-        paths.eval_metrics, evaluation.classification_metrics(y, pred, proba, model.classes_)
+        paths.metrics("eval"), evaluation.classification_metrics(y, pred, proba, model.classes_)
     )
-    names = params.evaluate.label_names or {}
+    names = entry.label_names or {}
     shown = [names.get(str(v), str(v)) for v in y], [names.get(str(v), str(v)) for v in pred]
-    io.write_json(CONFUSION, evaluation.confusion_rows(*shown))
-    roc = evaluation.roc_rows(y, proba, model.classes_)
-    for label in model.classes_:
-        io.write_json(f"{ROC_DIR}/class_{label}.json", [r for r in roc if r["class"] == str(label)])
+    io.write_json(paths.plot("predictions"), evaluation.confusion_rows(*shown))
     order = sorted(model.classes_, key=lambda label: names.get(str(label), str(label)))
-    evaluation.plot_confusion(y, pred, order, FIGURES["confusion"], label_names=names)
-    evaluation.plot_worst_digits(
-        images.to_numpy(), y, pred, proba, model.classes_, FIGURES["worst"],
-        n=params.evaluate.n_worst,
-        label_names=names,
-    )  # fmt: skip
-    evaluation.plot_learning_curves(model.history_, FIGURES["curves"])
-
-
-def score(paths, task: str, X, y) -> dict:
-    """Test metrics of a tabular model: classification as for USPS; regression MSE/RMSE/MAE/R²."""
-    if task == "classification":
-        model = TorchClassifier.load(paths.model)
-        proba = model.predict_proba(X)
-        pred = model.classes_[proba.argmax(axis=1)]
-        return evaluation.classification_metrics(y, pred, proba, model.classes_)
-    model = TorchRegressor.load(paths.model)
-    pred = model.predict(X)
-    scaler = TorchRegressor.load_target_scaler(paths.model)
-    if scaler is not None:  # the model learnt a standardised target
-        pred = scaler.inverse_transform(pred.reshape(-1, 1)).ravel()
-    return evaluation.regression_metrics(y, pred)
+    evaluation.plot_confusion(y, pred, order, paths.report("confusion"), label_names=names)
+    evaluation.plot_learning_curves(model.history_, paths.report("learning_curves"))
+    if entry.modality == "image":
+        images = io.read_parquet(paths.test).drop(columns=[entry.target, *entry.drop])
+        evaluation.plot_worst_digits(
+            images.to_numpy(), y, pred, proba, model.classes_, paths.report("worst"),
+            n=p.n_worst, shape=(entry.channels, *entry.image_shape), label_names=names,
+        )  # fmt: skip

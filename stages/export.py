@@ -5,17 +5,15 @@ with the Python pipeline (skops preprocessor + torch model) on the whole test sp
 the same and probabilities within 1e-5. The comparison is the stage's metric.
 """
 
-from pathlib import Path
-
 from stages.layout import layout
 from tandem import export, inference, io
 
 PARAMS = ()
-TABULAR_PARAMS = ()
 
 
-def run(params, dataset: str | None = None) -> None:
-    paths = layout(dataset)
-    pipe = inference.load(Path(paths.preprocessor).parent)
-    report = export.export(pipe, io.read_parquet(paths.test))
-    io.write_json(Path(paths.eval_metrics).with_name("export.json"), report)
+def run(params, name: str) -> None:
+    paths = layout(name)
+    pipe = inference.load(paths.models)
+    test = io.read_parquet(paths.test)
+    report = export.export(pipe, test)
+    io.write_json(paths.metrics("export"), report)

@@ -1,6 +1,6 @@
-"""Where every stage reads and writes: USPS at the top level, each tabular data set under its name.
+"""Where every stage reads and writes: each entry of params.yaml's ``datasets`` under its name.
 
-One table of paths, so that the stage code is the same for USPS and for every tabular data set.
+One table of paths, so that the stage code is the same for every data set.
 """
 
 from dataclasses import dataclass
@@ -8,69 +8,76 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Layout:
-    raw: str
-    provenance: str
-    train: str
-    test: str
-    preprocessor: str
-    train_features: str
-    test_features: str
-    model: str
-    checkpoint: str
-    train_metrics: str
-    live_dir: str
-    eval_metrics: str
-    baselines_metrics: str
+    name: str
+
+    def _at(self, folder: str, file: str = "") -> str:
+        return f"{folder}/{self.name}" + (f"/{file}" if file else "")
+
+    @property
+    def raw(self) -> str:
+        return self._at("data", "raw.parquet")
+
+    @property
+    def provenance(self) -> str:
+        return self._at("data", "raw.json")
+
+    @property
+    def train(self) -> str:
+        return self._at("data", "train.parquet")
+
+    @property
+    def test(self) -> str:
+        return self._at("data", "test.parquet")
+
+    @property
+    def train_features(self) -> str:
+        return self._at("data", "features_train.parquet")
+
+    @property
+    def test_features(self) -> str:
+        return self._at("data", "features_test.parquet")
+
+    @property
+    def models(self) -> str:
+        return self._at("models")
+
+    @property
+    def preprocessor(self) -> str:
+        return self._at("models", "preprocessor.skops")
+
+    @property
+    def model(self) -> str:
+        return self._at("models", "model")
+
+    @property
+    def checkpoint(self) -> str:
+        return f"checkpoints/{self.name}.pt"
+
+    @property
+    def live_dir(self) -> str:
+        return self._at("dvclive")
+
+    def metrics(self, kind: str) -> str:
+        """metrics/<name>/<kind>.json: train, eval, baselines, export."""
+        return self._at("metrics", f"{kind}.json")
+
+    def plot(self, kind: str) -> str:
+        """metrics/<name>/<kind>.json: plot data for `dvc plots` (confusion, roc)."""
+        return self._at("metrics", f"{kind}.json")
+
+    def report(self, kind: str) -> str:
+        """reports/<name>/<kind>.png: figures."""
+        return self._at("reports", f"{kind}.png")
 
 
-USPS = Layout(
-    raw="data/raw/usps.parquet",
-    provenance="data/raw/usps.json",
-    train="data/split/train.parquet",
-    test="data/split/test.parquet",
-    preprocessor="models/preprocessor.skops",
-    train_features="data/features/train.parquet",
-    test_features="data/features/test.parquet",
-    model="models/model",
-    checkpoint="checkpoints/usps.pt",
-    train_metrics="metrics/train.json",
-    live_dir="dvclive",
-    eval_metrics="metrics/eval.json",
-    baselines_metrics="metrics/baselines.json",
-)
-
-
-def tabular(name: str) -> Layout:
-    data, models, metrics = (
-        f"data/tabular/{name}",
-        f"models/tabular/{name}",
-        f"metrics/tabular/{name}",
-    )
-    return Layout(
-        raw=f"{data}/raw.parquet",
-        provenance=f"{data}/raw.json",
-        train=f"{data}/train.parquet",
-        test=f"{data}/test.parquet",
-        preprocessor=f"{models}/preprocessor.skops",
-        train_features=f"{data}/features_train.parquet",
-        test_features=f"{data}/features_test.parquet",
-        model=f"{models}/model",
-        checkpoint=f"checkpoints/tabular-{name}.pt",
-        train_metrics=f"{metrics}/train.json",
-        live_dir=f"dvclive/tabular/{name}",
-        eval_metrics=f"{metrics}/eval.json",
-        baselines_metrics=f"{metrics}/baselines.json",
-    )
-
-
-def layout(dataset: str | None) -> Layout:
-    return USPS if dataset is None else tabular(dataset)
+def layout(name: str) -> Layout:
+    return Layout(name)
 
 
 # Two kinds of files are deliberately not DVC outputs: training checkpoints (a persist output
 # would turn off DVC's run-cache for the train stage) and wall-clock timings (they differ on every
 # run, and an output that does would make dvc.lock differ between identical runs). Both are
 # git-ignored.
-def timings(stage: str, dataset: str | None) -> str:
-    """Where a stage writes how long it took: logs/timings/<stage>[@<data set>].json."""
-    return f"logs/timings/{stage}{'' if dataset is None else '@' + dataset}.json"
+def timings(stage: str, name: str) -> str:
+    """Where a stage writes how long it took: logs/timings/<stage>@<data set>.json."""
+    return f"logs/timings/{stage}@{name}.json"

@@ -1,27 +1,19 @@
-"""split: stratified seeded train/test split (or USPS's original ordered split)."""
+"""split: stratified seeded train/test split, or ordered (the first n_train rows train)."""
 
 from stages.layout import layout
-from tandem import data, io
+from tandem import config, data, io
 
-PARAMS = ("split", "fetch.target")
-TABULAR_PARAMS = ("tabular.split", "tabular.datasets.{name}.target")
+PARAMS = ("split", "datasets.{name}")
 
 
-def run(params, dataset: str | None = None) -> None:
-    if dataset is None:
-        p, target = params.split, params.fetch.target
-        method, n_train = p.method, p.n_train
-    else:
-        p, target = params.tabular.split, params.tabular.datasets[dataset].target
-        method, n_train = "random", 0
-    paths = layout(dataset)
+def run(params, name: str) -> None:
+    entry, paths = params.datasets[name], layout(name)
+    p = config.resolve(params.split, entry, "split")
+    frame = io.read_parquet(paths.raw)
+    n_train = p.n_train or round(len(frame) * (1 - p.test_size))
     train, test = data.split_frame(
-        io.read_parquet(paths.raw),
-        target=target,
-        method=method,
-        test_size=p.test_size,
-        seed=p.seed,
-        n_train=n_train,
-    )
+        frame, target=entry.target, method=p.method, test_size=p.test_size, seed=p.seed,
+        n_train=n_train, stratify=entry.task == "classification",
+    )  # fmt: skip
     io.write_parquet(paths.train, train)
     io.write_parquet(paths.test, test)

@@ -1,33 +1,32 @@
-"""summary: every tabular data set and model in one table (JSON metric + CSV) and a bar chart."""
+"""summary: every entry of the registry and every model in one table (Markdown + CSV) and a
+chart with one panel per data set (accuracy or R²). The numbers stay in each entry's metrics
+files; these are reports."""
 
 import json
 from pathlib import Path
 
 import pandas as pd
 
+from stages.layout import layout
 from tandem import evaluation, io
 
-PARAMS = ()
-METRICS_DIR = "metrics/tabular"
-SUMMARY = "metrics/tabular_summary.json"
-TABLE = "reports/tabular_summary.csv"
-CHART = "reports/tabular_summary.png"
+PARAMS = ("datasets",)
+TABLE = "reports/summary.md"
+CSV = "reports/summary.csv"
+CHART = "reports/summary.png"
 
 
-def run(params, dataset: str | None = None) -> None:
-    summary, rows = {}, []
-    for folder in sorted(p for p in Path(METRICS_DIR).iterdir() if p.is_dir()):
-        models = {"torch_mlp": json.loads((folder / "eval.json").read_text())}
-        models.update(json.loads((folder / "baselines.json").read_text()))
-        summary[folder.name] = models
-        for model, scores in models.items():
-            rows.append({"dataset": folder.name, "model": model, **scores})
-    io.write_json(SUMMARY, summary)
-    io.write_text(TABLE, pd.DataFrame(rows).to_csv(index=False))
-    # one panel per data set, with its headline score: accuracy (classification) or R²
-    groups, metrics = {}, {}
-    for row in rows:
-        metric = "accuracy" if "accuracy" in row else "r2"
-        groups.setdefault(row["dataset"], {})[row["model"]] = row[metric]
-        metrics[row["dataset"]] = "R²" if metric == "r2" else metric
+def run(params, name: str | None = None) -> None:
+    rows, groups, metrics, sections = [], {}, {}, []
+    for entry_name in params.datasets:
+        paths = layout(entry_name)
+        models = {"torch": json.loads(Path(paths.metrics("eval")).read_text())}
+        models.update(json.loads(Path(paths.metrics("baselines")).read_text()))
+        metric = "accuracy" if "accuracy" in models["torch"] else "r2"
+        metrics[entry_name] = "R²" if metric == "r2" else metric
+        groups[entry_name] = {model: scores[metric] for model, scores in models.items()}
+        rows += [{"dataset": entry_name, "model": m, **s} for m, s in models.items()]
+        sections.append(f"## {entry_name}\n\n{evaluation.comparison_table(models)}")
+    io.write_text(TABLE, "# Torch model and baselines, per data set\n\n" + "\n".join(sections))
+    io.write_text(CSV, pd.DataFrame(rows).to_csv(index=False))
     evaluation.plot_grouped_comparison(groups, CHART, metrics)

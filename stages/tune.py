@@ -1,4 +1,5 @@
-"""tune: hyperparameter search over the preprocessor + TorchClassifier on the training split.
+"""tune: hyperparameter search over one entry's (``tune.dataset``) preprocessor + TorchClassifier
+on its training split.
 
 The method (grid | random | halving_grid | halving_random), the fixed estimator params, the search
 space (the estimator's own param names), the scorers and the refit metric all come from the tune
@@ -13,9 +14,10 @@ import time
 from pathlib import Path
 
 from stages.layout import layout, timings
-from tandem import TorchClassifier, console, data, features, io, search
+from stages.preprocess import build_preprocessor
+from tandem import TorchClassifier, config, console, data, features, io, search
 
-PARAMS = ("tune", "preprocess", "fetch.target")
+PARAMS = ("tune", "preprocess", "datasets.{name}")
 RESULTS = "metrics/tune/cv_results.csv"
 BEST = "metrics/tune/best.json"
 PLOTS = "reports/tune"
@@ -32,10 +34,19 @@ def build_estimator(p) -> TorchClassifier:
     return estimator.set_params(**fixed)
 
 
-def run(params, dataset: str | None = None) -> None:
-    p = params.tune
+def run(params, name: str) -> None:
+    p, entry = params.tune, params.datasets[name]
     estimator = build_estimator(p)
-    prep = features.build_preprocessor(params.preprocess.scaler, params.preprocess.pca)
+    # the estimator's names are checked before any data is read (preprocess__* below, with it)
+    search.build_space(
+        {k: v for k, v in p.space.items() if not k.startswith("preprocess__")} or p.space,
+        estimator, method=p.method, resource=p.halving.resource if p.method.startswith("halving")
+        else None, pipeline=search.make_pipeline(features.build_preprocessor("none"), estimator),
+    )  # fmt: skip
+    frame = io.read_parquet(layout(name).train)
+    X, y = data.tabular_xy(frame, target=entry.target, drop=entry.drop, task=entry.task)
+    X, y = search.subsample(X, y, p.max_rows, p.seed)
+    prep = build_preprocessor(config.resolve(params.preprocess, entry, "preprocess"), entry, X)
     pipeline = search.make_pipeline(prep, estimator)
     halving = p.method.startswith("halving")
     space = search.build_space(
@@ -48,8 +59,6 @@ def run(params, dataset: str | None = None) -> None:
         seed=p.seed, resource=p.halving.resource, factor=p.halving.factor,
         min_resources=p.halving.min_resources, max_resources=p.halving.max_resources,
     )  # fmt: skip
-    X, y = data.xy(io.read_parquet(layout(None).train), params.fetch.target)
-    X, y = search.subsample(X, y, p.max_rows, p.seed)
     backend = p.parallel
     start = time.perf_counter()
     with (
@@ -63,7 +72,7 @@ def run(params, dataset: str | None = None) -> None:
     # wall-clock times differ on every run: kept out of DVC's outputs (see stages/layout.py)
     clock = [c for c in frame.columns if c.endswith(("_fit_time", "_score_time"))]
     io.write_json(
-        timings("tune", None),
+        timings("tune", name),
         {"search_seconds": round(seconds, 3), **{c: frame[c].tolist() for c in clock}},
     )
     io.write_text(RESULTS, frame.drop(columns=clock).to_csv(index=False))

@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 from tandem import TorchClassifier, features
-from tandem.inference import IMAGE_SIDE, scale_image
+from tandem.inference import scale_image
+
+IMAGE_SIDE = 16  # USPS-like digits
 
 PIXELS = [f"int{i}" for i in range(IMAGE_SIDE**2)]
 
@@ -38,7 +40,7 @@ def usps_frame(images: np.ndarray, labels) -> pd.DataFrame:
 
 
 def build_usps(root: Path) -> Path:
-    """models/preprocessor.skops + models/model + data/split/test.parquet under ``root``."""
+    """models/usps/{preprocessor.skops,model} + data/usps/test.parquet under ``root``."""
     train = usps_frame(*digit_images(400, seed=0))
     test = usps_frame(*digit_images(60, seed=1))
     X, y = train.drop(columns="class"), train["class"]
@@ -47,11 +49,11 @@ def build_usps(root: Path) -> Path:
         module="usps_cnn", max_epochs=3, lr=3e-3, batch_size=32, validation_fraction=0.0,
         random_state=0, device="cpu",
     ).fit(prep.transform(X), y)  # fmt: skip
-    models = root / "models"
+    models = root / "models" / "usps"
     features.save_transformer(prep, models / "preprocessor.skops")
     model.save(models / "model")
-    (root / "data" / "split").mkdir(parents=True, exist_ok=True)
-    test.to_parquet(root / "data" / "split" / "test.parquet", index=False)
+    (root / "data" / "usps").mkdir(parents=True, exist_ok=True)
+    test.to_parquet(root / "data" / "usps" / "test.parquet", index=False)
     return models
 
 
@@ -75,7 +77,7 @@ def tabular_frame(n: int, seed: int) -> pd.DataFrame:
 
 
 def build_tabular(root: Path) -> Path:
-    """models/tabular/toy/{preprocessor.skops,model} + data/tabular/toy/test.parquet."""
+    """models/toy/{preprocessor.skops,model} + data/toy/test.parquet."""
     train, test = tabular_frame(600, 0), tabular_frame(200, 1)
     X, y = train.drop(columns="label"), train["label"]
     prep = features.build_tabular_preprocessor(
@@ -86,10 +88,10 @@ def build_tabular(root: Path) -> Path:
         module="mlp", module__hidden_sizes=(32,), max_epochs=5, lr=1e-2, batch_size=64,
         validation_fraction=0.0, random_state=0, device="cpu",
     ).fit(Xt, y)  # fmt: skip
-    models = root / "models" / "tabular" / "toy"
+    models = root / "models" / "toy"
     features.save_transformer(prep, models / "preprocessor.skops")
     model.save(models / "model")
-    data = root / "data" / "tabular" / "toy"
+    data = root / "data" / "toy"
     data.mkdir(parents=True, exist_ok=True)
     test.to_parquet(data / "test.parquet", index=False)
     return models
@@ -112,8 +114,8 @@ def exported(model_dir: Path, test_file: Path) -> Path:
 
 
 def usps_test(model_dir: Path) -> Path:
-    return model_dir.parent / "data" / "split" / "test.parquet"
+    return model_dir.parents[1] / "data" / "usps" / "test.parquet"
 
 
 def tabular_test(model_dir: Path) -> Path:
-    return model_dir.parents[2] / "data" / "tabular" / "toy" / "test.parquet"
+    return model_dir.parents[1] / "data" / "toy" / "test.parquet"

@@ -153,26 +153,27 @@ def test_train_and_evaluate_stages_take_the_recipe_from_params(project):
 
     from conftest import tool_env, usps_like
 
-    usps_like(120, at=(project / "data/features/train.parquet",))
-    frame = usps_like(40, at=(project / "data/features/test.parquet",
-                              project / "data/split/test.parquet"))  # fmt: skip
+    usps_like(120, at=(project / "data/usps/features_train.parquet",))
+    frame = usps_like(40, at=(project / "data/usps/features_test.parquet",
+                              project / "data/usps/test.parquet"))  # fmt: skip
 
     def tandem(*args):
         proc = subprocess.run(["tandem", *args], cwd=project, env=tool_env(), capture_output=True,
                               text=True, timeout=300)  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-2000:]
 
-    tandem("train", "--set", "train.max_epochs=2", "--set", "train.augment={rotate: 10, shear: 5}",
+    tandem("train", "--dataset", "usps", "--set", "train.max_epochs=2",
+           "--set", "train.min_steps=0", "--set", "train.augment={rotate: 10, shear: 5}",
            "--set", "train.ema=0.99", "--set", "train.label_smoothing=0.1")  # fmt: skip
-    params = json.loads((project / "models/model/config.json").read_text())["params"]
+    params = json.loads((project / "models/usps/model/config.json").read_text())["params"]
     assert params["augment"] == "affine" and params["ema"] == 0.99
     assert params["augment__rotate"] == 10 and params["augment__translate"] == 0
     assert params["criterion__label_smoothing"] == 0.1
-    tandem("evaluate", "--set", "evaluate.tta=true")
-    plain = TorchClassifier.load(project / "models/model")
+    tandem("evaluate", "--dataset", "usps", "--set", "evaluate.tta=true")
+    plain = TorchClassifier.load(project / "models/usps/model")
     test = frame
     expected = plain.predict_proba_tta(test.drop(columns="class"))
-    scores = json.loads((project / "metrics/eval.json").read_text())
+    scores = json.loads((project / "metrics/usps/eval.json").read_text())
     from sklearn.metrics import log_loss
 
     loss = log_loss(test["class"], expected, labels=plain.classes_)

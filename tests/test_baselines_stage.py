@@ -18,23 +18,24 @@ def test_every_baseline_gets_scores_and_a_fit_time(tmp_path, monkeypatch):
     rng = np.random.RandomState(0)
     X = rng.normal(size=(90, 4))
     y = np.array(["a", "b", "c"])[(X[:, 0] > 0.5).astype(int) + (X[:, 1] > 0.5).astype(int)]
-    folder = tmp_path / "data" / "tabular" / "toy"
+    folder = tmp_path / "data" / "toy"
     folder.mkdir(parents=True)
     frame = pd.DataFrame(X, columns=list("pqrs")).assign(label=y)
     frame.iloc[:60].to_parquet(folder / "features_train.parquet", index=False)
     frame.iloc[60:].to_parquet(folder / "features_test.parquet", index=False)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["tabular"]["datasets"] = {"toy": {"data_id": 1, "target": "label",
-                                          "task": "classification", "drop": []}}  # fmt: skip
-    raw["tabular"]["baselines"]["random_forest"]["n_estimators"] = 5
-    raw["tabular"]["baselines"]["hist_gradient_boosting"]["max_iter"] = 5
+    raw["datasets"] = {"toy": {"source": "openml", "data_id": 1, "target": "label",
+                               "task": "classification"}}  # fmt: skip
+    raw["cv"]["dataset"] = raw["tune"]["dataset"] = "toy"
+    raw["baselines"]["random_forest"]["n_estimators"] = 5
+    raw["baselines"]["hist_gradient_boosting"]["max_iter"] = 5
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(ROOT))
     from stages import baselines as stage
 
-    keys = tuple(k.replace("{name}", "toy") for k in stage.TABULAR_PARAMS)
+    keys = tuple(k.replace("{name}", "toy") for k in stage.PARAMS)
     stage.run(restrict(validate(raw), keys), "toy")
-    scores = json.loads((tmp_path / "metrics/tabular/toy/baselines.json").read_text())
+    scores = json.loads((tmp_path / "metrics/toy/baselines.json").read_text())
     timings = json.loads((tmp_path / "logs/timings/baselines@toy.json").read_text())
     assert set(scores) == {"logistic_regression", "random_forest", "hist_gradient_boosting"}
     assert set(timings["fit_seconds"]) == set(scores)

@@ -14,37 +14,48 @@ def tandem(args, cwd):
 
 
 def test_unknown_key_is_refused_by_name_and_nothing_is_written(project):
-    proc = tandem(["train", "--set", "train.no_such_key=1"], project)
+    proc = tandem(["train", "--dataset", "usps", "--set", "train.no_such_key=1"], project)
     assert proc.returncode != 0
     assert "train.no_such_key" in proc.stderr
     assert not (project / "models").exists() and not (project / "metrics").exists()
-    proc = tandem(["split", "--set", "split.test_size=2"], project)
+    proc = tandem(["split", "--dataset", "usps", "--set", "split.test_size=2"], project)
     assert proc.returncode != 0 and "split.test_size" in proc.stderr
 
 
-def test_missing_input_is_named(project):
+def test_a_per_entry_stage_needs_a_known_data_set(project):
     proc = tandem(["split"], project)
+    assert proc.returncode == 2
+    assert "give --dataset NAME, one of ['usps', 'adult'" in proc.stderr
+    proc = tandem(["split", "--dataset", "uspss"], project)
+    assert proc.returncode == 2 and "unknown data set 'uspss'" in proc.stderr
+    proc = tandem(["summary", "--dataset", "usps"], project)
+    assert proc.returncode != 0
+
+
+def test_missing_input_is_named(project):
+    proc = tandem(["split", "--dataset", "usps"], project)
     assert proc.returncode == 1
-    assert "data/raw/usps.parquet" in proc.stderr
+    assert "data/usps/raw.parquet" in proc.stderr
 
 
 def test_train_stage_alone_on_small_features(project):
-    usps_like(120, at=(project / "data/features/train.parquet",))
+    usps_like(120, at=(project / "data/usps/features_train.parquet",))
     proc = tandem(
-        ["train", "--set", "train.module=mlp", "--set", "train.max_epochs=2",
+        ["train", "--dataset", "usps", "--set", "train.module=mlp",
+         "--set", "train.max_epochs=2", "--set", "train.min_steps=0",
          "--set", "train.lr_schedule=null"],
         project,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     for path in (
-        "models/model/config.json",
-        "models/model/weights.safetensors",
-        "metrics/train.json",
-        "dvclive/metrics.json",
-        "dvclive/plots/metrics/train_loss.tsv",
+        "models/usps/model/config.json",
+        "models/usps/model/weights.safetensors",
+        "metrics/usps/train.json",
+        "dvclive/usps/metrics.json",
+        "dvclive/usps/plots/metrics/train_loss.tsv",
     ):
         assert (project / path).is_file(), path  # fmt: skip
-    rows = (project / "dvclive/plots/metrics/train_loss.tsv").read_text().strip().splitlines()
+    rows = (project / "dvclive/usps/plots/metrics/train_loss.tsv").read_text().strip().splitlines()
     assert len(rows) == 3  # header + one row per epoch
 
 
@@ -58,17 +69,17 @@ def test_check_finds_dvc_yaml_and_params_disagreeing(project):
     import yaml
 
     dvc = yaml.safe_load((project / "dvc.yaml").read_text())
-    dvc["stages"]["split"]["params"].append("split.no_such_key")  # declared, not in params.yaml
-    dvc["stages"]["evaluate"]["params"].remove("evaluate")  # read by the stage, not declared
-    dvc["stages"]["tabular-train"]["do"]["params"].append("tabular.datasets.${key}.nope")
+    dvc["stages"]["cv"]["params"].append("cv.no_such_key")  # declared, not in params.yaml
+    dvc["stages"]["evaluate"]["do"]["params"].remove("evaluate")  # read, not declared
+    dvc["stages"]["train"]["do"]["params"].append("datasets.${key}.nope")
     (project / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))
     proc = tandem(["check"], project)
     assert proc.returncode == 2
-    assert "stage split: params key 'split.no_such_key' is not in params" in proc.stderr
-    assert "stage evaluate: dvc.yaml declares params" in proc.stderr
+    assert "stage cv: params key 'cv.no_such_key' is not in params" in proc.stderr
+    assert "stage evaluate@usps: dvc.yaml declares params" in proc.stderr
     assert "stages/evaluate.py reads" in proc.stderr
-    for name in ("adult", "cpu"):  # foreach is expanded over tabular.datasets
-        assert f"'tabular.datasets.{name}.nope' is not in params" in proc.stderr
+    for name in ("usps", "cpu"):  # foreach is expanded over datasets
+        assert f"'datasets.{name}.nope' is not in params" in proc.stderr
 
 
 def test_check_names_a_module_a_stage_imports_but_dvc_yaml_does_not_list(tmp_path):
@@ -101,7 +112,7 @@ def test_check_names_a_module_a_stage_imports_but_dvc_yaml_does_not_list(tmp_pat
 # ---- failures inside a stage: a line or two naming the stage, no traceback ----
 
 
-def run_failing_stage(project, monkeypatch, exc, args=("split",)):
+def run_failing_stage(project, monkeypatch, exc, args=("split", "--dataset", "usps")):
     """Run ``tandem <args>`` in-process with the stage's run() raising ``exc``."""
     import re
     from types import SimpleNamespace
@@ -113,7 +124,7 @@ def run_failing_stage(project, monkeypatch, exc, args=("split",)):
     def run(params, dataset=None):
         raise exc
 
-    fake = SimpleNamespace(PARAMS=("split",), TABULAR_PARAMS=("tabular.train",), run=run)
+    fake = SimpleNamespace(PARAMS=("split",), run=run)
     monkeypatch.setattr(cli, "load_stage", lambda name, root: fake)
     monkeypatch.chdir(project)
     monkeypatch.delenv("TANDEM_DEBUG", raising=False)
@@ -125,7 +136,7 @@ def test_key_error_in_a_stage_is_one_message_naming_the_stage(project, monkeypat
     result, output = run_failing_stage(project, monkeypatch, KeyError("foo"))
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)  # reported, not escaped
-    assert "error in stage split: KeyError: 'foo'" in output
+    assert "error in stage split (data set usps): KeyError: 'foo'" in output
     assert "test_cli.py:" in output  # where it was raised
     assert "TANDEM_DEBUG=1" in output
     assert "Traceback" not in output and len(output.strip().splitlines()) <= 2
@@ -134,7 +145,8 @@ def test_key_error_in_a_stage_is_one_message_naming_the_stage(project, monkeypat
 def test_attribute_error_in_a_stage_is_reported(project, monkeypatch):
     result, output = run_failing_stage(project, monkeypatch, AttributeError())
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
-    assert "error in stage split: AttributeError" in output and "TANDEM_DEBUG=1" in output
+    assert "error in stage split (data set usps): AttributeError" in output
+    assert "TANDEM_DEBUG=1" in output
     assert "Traceback" not in output
 
 
@@ -142,19 +154,18 @@ def test_cuda_out_of_memory_suggests_a_smaller_batch_or_the_cpu(project, monkeyp
     import torch
 
     oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    result, output = run_failing_stage(project, monkeypatch, oom, ("train",))
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
-    assert "error in stage train: ran out of GPU memory" in output
-    assert "Tried to allocate 2.00 GiB" in output
-    assert "train.batch_size" in output and "train.device=cpu" in output
-    assert "Traceback" not in output
     result, output = run_failing_stage(project, monkeypatch, oom, ("train", "--dataset", "cpu"))
-    assert "tabular.train.batch_size" in output and "tabular.train.device=cpu" in output
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "error in stage train (data set cpu): ran out of GPU memory" in output
+    assert "Tried to allocate 2.00 GiB" in output
+    assert "--set train.batch_size=32" in output and "--set train.device=cpu" in output
+    assert "Traceback" not in output
 
 
 def test_expected_errors_keep_their_message_and_interrupts_exit_130(project, monkeypatch):
     result, output = run_failing_stage(project, monkeypatch, ValueError("column 'x' is missing"))
-    assert result.exit_code == 1 and "error in stage split: column 'x' is missing" in output
+    assert result.exit_code == 1
+    assert "error in stage split (data set usps): column 'x' is missing" in output
     assert "TANDEM_DEBUG" not in output  # the message says it all
     result, _ = run_failing_stage(project, monkeypatch, KeyboardInterrupt())
     assert result.exit_code == 130
@@ -170,7 +181,9 @@ def test_predict_reports_unexpected_errors(tmp_path, monkeypatch):
 
     monkeypatch.setattr(inference, "predict_file", broken)
     monkeypatch.delenv("TANDEM_DEBUG", raising=False)
-    result = CliRunner().invoke(cli.app, ["predict", str(tmp_path / "rows.csv")])
+    result = CliRunner().invoke(
+        cli.app, ["predict", str(tmp_path / "rows.csv"), "--model-dir", str(tmp_path)]
+    )
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert "error in predict: KeyError: 'n_features'" in result.output
     assert "Traceback" not in result.output
@@ -181,12 +194,14 @@ def test_a_stage_error_has_no_traceback_unless_tandem_debug(project):
     (project / "stages" / "split.py").write_text(
         'PARAMS = ("split",)\n\n\ndef run(params, dataset=None):\n    {}["foo"]\n'
     )
-    proc = tandem(["split"], project)
+    proc = tandem(["split", "--dataset", "usps"], project)
     assert proc.returncode == 1
-    assert "error in stage split: KeyError: 'foo' (at stages/split.py:5)" in proc.stderr
+    assert "error in stage split (data set usps): KeyError: 'foo' (at stages/split.py:5)" in (
+        proc.stderr.replace("\n", " ")
+    )
     assert "Traceback" not in proc.stderr
     debug = subprocess.run(
-        ["tandem", "split"], cwd=project, env=tool_env(TANDEM_DEBUG="1"),
+        ["tandem", "split", "--dataset", "usps"], cwd=project, env=tool_env(TANDEM_DEBUG="1"),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert debug.returncode != 0
@@ -199,3 +214,12 @@ def test_the_cli_does_not_load_torch_to_handle_errors():
     code = "import sys, tandem.cli; assert 'torch' not in sys.modules, 'torch loaded'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_predict_needs_a_data_set_or_a_model_directory(tmp_path):
+    from typer.testing import CliRunner
+
+    from tandem import cli
+
+    result = CliRunner().invoke(cli.app, ["predict", str(tmp_path / "rows.csv")])
+    assert result.exit_code == 2 and "--dataset NAME" in result.output

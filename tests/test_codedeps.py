@@ -159,3 +159,34 @@ def test_foreach_stages_are_expanded(tmp_path):
     problems = code_dep_problems(root, {"sets": {"a": {}, "b": {}}})
     assert [p.split(":")[0] for p in problems] == ["stage tab-split@a", "stage tab-split@b"]
     assert all("src/tandem/helper.py" in p for p in problems)
+
+
+def test_params_and_item_references_are_filled_in(tmp_path):
+    """``${item.x}`` and ``${section.key}`` are read as DVC reads them, so a stage whose deps
+    name its data set through them is checked against the right files."""
+    root = write(
+        tmp_path,
+        {
+            "stages/split.py": "from tandem import helper\n",
+            "src/tandem/helper.py": "",
+            "dvc.yaml": yaml.safe_dump(
+                {
+                    "stages": {
+                        "split": {
+                            "foreach": "${sets}",
+                            "do": {
+                                "cmd": "tandem split --dataset ${key}",
+                                "deps": ["stages/split.py", "src/${item.code}/helper.py"],
+                            },
+                        },
+                        "one": {"cmd": "tandem split --dataset ${pick.name}",
+                                "deps": ["stages/split.py", "${pick.code}"]},
+                    }
+                }
+            ),
+        },
+    )  # fmt: skip
+    raw = {"sets": {"a": {"code": "tandem"}, "b": {"code": "elsewhere"}},
+           "pick": {"name": "a", "code": "src/tandem"}}  # fmt: skip
+    problems = code_dep_problems(root, raw)
+    assert [p.split(":")[0] for p in problems] == ["stage split@b"]

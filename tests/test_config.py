@@ -15,7 +15,8 @@ from tandem.config import ParamsError, apply_overrides, load_params, parse_overr
 
 def test_project_params_validate():
     params = load_params(ROOT / "params.yaml")
-    assert params.fetch.data_id == 41070
+    assert params.datasets["usps"].data_id == 41070
+    assert params.datasets["usps"].image_shape == (16, 16)
     assert params.split.method in ("random", "ordered")
 
 
@@ -25,14 +26,16 @@ def test_override_types_and_values():
         [
             "train.lr=0.01",
             "train.patience=null",
-            "train.module_kwargs.dropout=0.5",
+            "train.module_kwargs.cnn={dropout: 0.5}",
             "split.method=ordered",
+            "train.batch_size=auto",
         ],
     )
     assert params.train.lr == 0.01
     assert params.train.patience is None
-    assert params.train.module_kwargs == {"dropout": 0.5}
+    assert params.train.module_kwargs["cnn"] == {"dropout": 0.5}
     assert params.split.method == "ordered"
+    assert params.train.batch_size == "auto"
 
 
 @pytest.mark.parametrize(
@@ -45,6 +48,18 @@ def test_override_types_and_values():
         ("split.method=shuffled", "split.method"),
         ("baselines.svc.C=0", "baselines.svc.C"),
         ("train.batch_size=2.5", "train.batch_size"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("datasets.usps.source=ftp", "datasets.usps.source"),
+        ("datasets.usps.train={lr: -1}", "datasets.usps.train.lr"),
+        ("datasets.usps.split={method: shuffled}", "datasets.usps.split.method"),
+        ("datasets.usps.image_shape=null", "modality image needs image_shape"),
+        ("datasets.adult.source=file", "source file needs path"),
+        (
+            "datasets.adult={source: file, path: elsewhere/a.csv, target: y, task: regression}",
+            "must lie under data/sources/file/",
+        ),
+        ("cv.dataset=nope", "cv.dataset"),
+        ("tune.dataset=cpu", "tune.dataset: 'cpu' is not a classification entry"),
     ],
 )
 def test_bad_override_names_the_key(override, named):
@@ -83,8 +98,8 @@ def _dvc_stages() -> dict:
     out = {}
     for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
         if "foreach" in stage:
-            assert stage["foreach"] == "${tabular.datasets}", name
-            out[name] = (name.removeprefix("tabular-"), "${key}", stage["do"])
+            assert stage["foreach"] == "${datasets}", name
+            out[name] = (name, "${key}", stage["do"])
         else:
             out[name] = (name, None, stage)
     return out
@@ -95,74 +110,89 @@ def _module(name: str):
     return importlib.import_module(f"stages.{name}")
 
 
+def test_every_per_entry_stage_runs_over_the_registry():
+    """The chain runs once per entry of datasets; no stage is written for one data set."""
+    stages = _dvc_stages()
+    per_entry = {name for name, (_, placeholder, _) in stages.items() if placeholder}
+    assert per_entry == {"fetch", "split", "preprocess", "train", "evaluate", "export", "baselines"}
+    for name in per_entry:
+        assert stages[name][2]["cmd"] == f"tandem {name} --dataset ${{key}}"
+    assert not any("usps" in str(body) for _, _, body in stages.values())
+
+
 def test_every_stage_declares_exactly_the_params_it_reads():
     """dvc.yaml's params list of each stage is what the runner hands the stage, and each key
-    exists in params.yaml (for every tabular data set)."""
+    exists in params.yaml (for every entry of the registry)."""
     params = load_params(ROOT / "params.yaml")
     for name, (module_name, placeholder, stage) in _dvc_stages().items():
         module = _module(module_name)
         declared = tuple(stage.get("params", ()))
-        if placeholder is None:
+        if placeholder is None and name not in ("cv", "tune"):
             assert declared == module.PARAMS, name
-            assert stage["cmd"] == f"tandem {module_name}"
             restrict(params, module.PARAMS)  # raises if a declared key does not exist
         else:
-            assert declared == tuple(k.replace("{name}", "${key}") for k in module.TABULAR_PARAMS)
-            assert stage["cmd"] == f"tandem {module_name} --dataset ${{key}}"
-            for dataset in params.tabular.datasets:
+            ref = "${key}" if placeholder else f"${{{name}.dataset}}"
+            assert declared == tuple(k.replace("{name}", ref) for k in module.PARAMS), name
+            for dataset in params.datasets:
                 restrict(params, stage_params(module, dataset))
 
 
 def test_restricted_view_hides_undeclared_keys():
     params = load_params(ROOT / "params.yaml")
-    view = restrict(params, ("split", "fetch.target"))
-    assert view.fetch.target == "class"
-    with pytest.raises(AttributeError):
-        _ = view.fetch.data_id
+    view = restrict(params, ("split", "datasets.kr-vs-kp"))
+    assert view.datasets["kr-vs-kp"].task == "classification"
     with pytest.raises(AttributeError):
         _ = view.train
-    view = restrict(params, ("tabular.datasets.kr-vs-kp.task", "tabular.split"))
-    assert view.tabular.datasets["kr-vs-kp"].task == "classification"
-    with pytest.raises(AttributeError):
-        _ = view.tabular.datasets["kr-vs-kp"].target
     with pytest.raises(KeyError):
-        _ = view.tabular.datasets["adult"]
+        _ = view.datasets["adult"]
+    view = restrict(params, ("fetch.data_home",))
+    with pytest.raises(AttributeError):
+        _ = view.datasets
 
 
 def test_stage_outputs_match_dvc_yaml():
-    """Every path of the stage layout a stage writes is declared by dvc.yaml for that stage."""
-    from stages.layout import USPS, tabular
+    """Every path of the layout a stage writes is declared by dvc.yaml for that stage."""
+    from stages.layout import layout
 
     writes = {
         "fetch": ("raw", "provenance"),
         "split": ("train", "test"),
         "preprocess": ("preprocessor", "train_features", "test_features"),
-        "train": ("model", "train_metrics"),
-        "evaluate": ("eval_metrics",),
-        "baselines": ("baselines_metrics",),
+        "train": ("model", "metrics:train"),
+        "evaluate": ("metrics:eval", "plot:predictions"),
+        "baselines": ("metrics:baselines",),
+        "export": ("metrics:export",),
     }
-    for name, (module_name, placeholder, stage) in _dvc_stages().items():
+    paths = layout("${key}")
+    for name, (module_name, _, stage) in _dvc_stages().items():
         if module_name not in writes:
             continue
-        paths = USPS if placeholder is None else tabular(placeholder)
         declared = set()
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind, []):
                 declared.add(entry if isinstance(entry, str) else next(iter(entry)))
         for field in writes[module_name]:
-            assert getattr(paths, field) in declared, (name, field)
+            kind, _, arg = field.partition(":")
+            path = getattr(paths, kind)(arg) if arg else getattr(paths, kind)
+            assert path in declared, (name, field)
         live = paths.live_dir + "/plots/metrics"
         assert (live in declared) == (module_name == "train"), name
 
 
-def test_tabular_train_overrides_per_data_set():
-    from tandem.config import tabular_train
+def test_entry_overrides_merge_over_the_shared_sections():
+    from tandem.config import resolve
 
-    params = load_params(ROOT / "params.yaml", ["tabular.datasets.adult.train={max_epochs: 3}"])
-    merged = tabular_train(params.tabular.train, params.tabular.datasets["adult"].train)
-    assert merged.max_epochs == 3 and merged.lr == params.tabular.train.lr
+    params = load_params(
+        ROOT / "params.yaml",
+        ["datasets.adult.train={max_epochs: 3, module_kwargs: {mlp: {dropout: 0.3}}}"],
+    )
+    merged = resolve(params.train, params.datasets["adult"], "train")
+    assert merged.max_epochs == 3 and merged.lr == params.train.lr
+    # nested mappings merge key by key: the shared hidden sizes stay
+    assert merged.module_kwargs["mlp"] == {"hidden_sizes": [256, 128], "dropout": 0.3}
+    assert resolve(params.train, params.datasets["usps"], "train") is params.train
     with pytest.raises(ParamsError) as info:
-        load_params(ROOT / "params.yaml", ["tabular.datasets.adult.train={max_epoch: 3, lr: x}"])
+        load_params(ROOT / "params.yaml", ["datasets.adult.train={max_epoch: 3, lr: x}"])
     message = str(info.value)
-    assert "tabular.datasets.adult.train.max_epoch: unknown key" in message
-    assert "tabular.datasets.adult.train.lr:" in message
+    assert "datasets.adult.train.max_epoch: unknown key" in message
+    assert "datasets.adult.train.lr:" in message

@@ -146,27 +146,36 @@ def test_two_gpus_with_nccl_equal_one(tmp_path):  # pragma: no cover - no GPU in
 def test_train_stage_with_nproc_runs_under_torchrun_and_rank_0_writes(project):
     """`tandem train --set train.nproc=2`: the runner starts torchrun; the outputs are written
     once (one DVCLive row per epoch), and the fit equals the one-process stage's."""
-    usps_like(200, at=(project / "data/features/train.parquet",))
+    usps_like(200, at=(project / "data/usps/features_train.parquet",))
 
     def run(nproc: int, *sets: str) -> subprocess.CompletedProcess:
-        sets = ("train.module=mlp", "train.max_epochs=3", "train.lr_schedule=null",
-                f"train.nproc={nproc}", *sets)  # fmt: skip
-        return subprocess.run(["tandem", "train", *[w for s in sets for w in ("--set", s)]],
-                              cwd=project, env=tool_env(), capture_output=True, text=True,
+        sets = (
+            "train.module=mlp",
+            "train.max_epochs=3",
+            "train.lr_schedule=null",
+            "train.min_steps=0",
+            "train.batch_size=64",
+            f"train.nproc={nproc}",
+            *sets,
+        )
+        args = ["tandem", "train", "--dataset", "usps", *[w for s in sets for w in ("--set", s)]]
+        return subprocess.run(args, cwd=project, env=tool_env(), capture_output=True, text=True,
                               timeout=300)  # fmt: skip
 
     def train(nproc: int) -> list[dict]:
         proc = run(nproc)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        rows = (project / "dvclive/plots/metrics/train_loss.tsv").read_text().strip().splitlines()
+        rows = (
+            (project / "dvclive/usps/plots/metrics/train_loss.tsv").read_text().strip().splitlines()
+        )
         assert len(rows) == 4  # header + one row per epoch: only rank 0 logs
-        return json.loads((project / "models/model/config.json").read_text())["history"]
+        return json.loads((project / "models/usps/model/config.json").read_text())["history"]
 
     ddp, one = train(2), train(1)
     for a, b in zip(ddp, one, strict=True):
         assert abs(a["train_loss"] - b["train_loss"]) <= TOL
         assert abs(a["valid_loss"] - b["valid_loss"]) <= TOL
-    assert json.loads((project / "metrics/train.json").read_text())["epochs"] == 3
+    assert json.loads((project / "metrics/usps/train.json").read_text())["epochs"] == 3
     # a failing rank: the ranks' one-line error, once, and no traceback (torchrun's included)
     bad = run(2, "train.optimizer=sgd", "train.lr=1e10")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr

@@ -37,18 +37,25 @@ def test_a_sane_lr_is_not_refused():
 
 
 def test_train_stage_writes_nothing_when_training_diverges(project):
-    usps_like(120, at=(project / "data/features/train.parquet",))
+    usps_like(120, at=(project / "data/usps/features_train.parquet",))
 
     def train(*sets):
-        sets = ("train.module=mlp", "train.max_epochs=3", "train.lr_schedule=null", *sets)
-        args = ["tandem", "train", *[word for s in sets for word in ("--set", s)]]
+        sets = ("train.module=mlp", "train.max_epochs=3", "train.min_steps=0",
+                "train.lr_schedule=null", *sets)  # fmt: skip
+        args = [
+            "tandem",
+            "train",
+            "--dataset",
+            "usps",
+            *[word for s in sets for word in ("--set", s)],
+        ]
         return subprocess.run(args, cwd=project, env=tool_env(), capture_output=True, text=True,
                               timeout=300)  # fmt: skip
 
     good = train()
     assert good.returncode == 0, good.stderr
-    model = {p.name: p.read_bytes() for p in (project / "models" / "model").iterdir()}
-    metrics = (project / "metrics" / "train.json").read_bytes()
+    model = {p.name: p.read_bytes() for p in (project / "models/usps/model").iterdir()}
+    metrics = (project / "metrics/usps/train.json").read_bytes()
     curves = {p: p.read_bytes() for p in (project / "dvclive").rglob("*") if p.is_file()}
     assert json.loads(metrics)["best_valid_loss"] is not None
 
@@ -57,8 +64,8 @@ def test_train_stage_writes_nothing_when_training_diverges(project):
     assert "diverged at epoch" in bad.stderr and "lower lr" in bad.stderr
     assert "Traceback" not in bad.stderr
     # the previous run's model and metrics are left exactly as they were
-    assert {p.name: p.read_bytes() for p in (project / "models" / "model").iterdir()} == model
-    assert (project / "metrics" / "train.json").read_bytes() == metrics
+    assert {p.name: p.read_bytes() for p in (project / "models/usps/model").iterdir()} == model
+    assert (project / "metrics/usps/train.json").read_bytes() == metrics
     # and the DVCLive curves of the last good run too (the failed run logged to a temp folder)
     assert {p: p.read_bytes() for p in (project / "dvclive").rglob("*") if p.is_file()} == curves
     assert not [p for p in project.rglob(".*.tmp")]

@@ -211,7 +211,7 @@ def test_plot_worst_digits_writes_png_with_mistakes_and_without(tmp_path):
     # A perfect model: the figure says so instead of failing.
     ev.plot_worst_digits(images, y_pred, y_pred, proba, classes, path)
     _assert_png(path, tmp_path)
-    with pytest.raises(ValueError, match="side"):
+    with pytest.raises(ValueError, match="flat rows of 1 x 16 x 16"):
         ev.plot_worst_digits(images[:, :100], y_true, y_pred, proba, classes, path)
 
 

@@ -39,7 +39,7 @@ def test_usps_onnx_matches_python_pipeline(usps_exported):
     report = export.parity(model, pipe, test)
     assert report["passed"] and report["labels_agree"] and report["n_rows"] == len(test)
     assert report["max_abs_diff"] <= 1e-5
-    assert model.meta["layout"] == "matrix" and model.meta["image_side"] == 16
+    assert model.meta["layout"] == "matrix" and model.meta["image_shape"] == [1, 16, 16]
     assert model.classes == [str(k) for k in sorted(range(1, 11), key=str)]
     # one graph: raw pixels in, probabilities and labels out, any batch size
     graph = onnx.load(str(usps_exported / "model.onnx")).graph
@@ -118,7 +118,7 @@ def test_regression_export_applies_the_target_scaler(tmp_path):
 
 
 def test_export_stage_writes_onnx_torchscript_and_metric(tmp_path, monkeypatch):
-    """The stage's glue on the pipeline's layout (models/tabular/NAME, metrics/tabular/NAME)."""
+    """The stage's glue on the pipeline's layout (models/NAME, metrics/NAME)."""
     from conftest import ROOT
 
     from tandem.cli import View
@@ -128,12 +128,12 @@ def test_export_stage_writes_onnx_torchscript_and_metric(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
     from stages import export as stage
 
-    assert stage.PARAMS == () and stage.TABULAR_PARAMS == ()
+    assert stage.PARAMS == ()
     stage.run(View(), "toy")
-    report = json.loads((tmp_path / "metrics/tabular/toy/export.json").read_text())
+    report = json.loads((tmp_path / "metrics/toy/export.json").read_text())
     assert report["passed"] and report["labels_agree"] and report["max_abs_diff"] <= 1e-5
-    assert (tmp_path / "models/tabular/toy/model.onnx").is_file()
-    assert (tmp_path / "models/tabular/toy/model.torchscript.pt").is_file()
+    assert (tmp_path / "models/toy/model.onnx").is_file()
+    assert (tmp_path / "models/toy/model.torchscript.pt").is_file()
 
 
 def test_a_failed_parity_check_writes_nothing(usps_dir, tmp_path, monkeypatch):
@@ -191,8 +191,8 @@ def test_export_is_byte_identical_for_the_same_model(usps_dir, tmp_path):
     )
     copies = []
     for name in ("a", "b"):
-        shutil.copytree(usps_dir.parent, tmp_path / name)
-        model_dir = tmp_path / name / usps_dir.name
+        shutil.copytree(usps_dir.parents[1], tmp_path / name)  # models/usps and data/usps
+        model_dir = tmp_path / name / "models" / usps_dir.name
         for out in ("model.onnx", "model.torchscript.pt"):
             (model_dir / out).unlink(missing_ok=True)
         subprocess.run([sys.executable, "-c", script, str(model_dir), str(Path(__file__).parent)],

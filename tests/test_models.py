@@ -79,10 +79,15 @@ def test_cnn_output_shape_and_batch_norm():
 
 
 @pytest.mark.parametrize("name", ["usps_cnn", "cnn"])
-@pytest.mark.parametrize("n_features", [250, 36])
-def test_image_modules_refuse_non_square_features(name, n_features):
-    with pytest.raises(ValueError, match=f"square images.*got {n_features} features"):
-        build_module(name, n_features, 10)
+def test_image_modules_take_any_shape_and_refuse_what_does_not_fit(name):
+    with pytest.raises(ValueError, match="250 features are not a square one-channel image"):
+        build_module(name, 250, 10)
+    with pytest.raises(ValueError, match=r"image_shape \[6, 8\] x 1 channel\(s\) does not hold 50"):
+        build_module(name, 50, 10, image_shape=(6, 8))
+    # 6x8 grey, 12x10 RGB (channel-major rows): pooling floors odd sides
+    assert build_module(name, 48, 4, image_shape=(6, 8))(torch.randn(2, 48)).shape == (2, 4)
+    net = build_module(name, 360, 3, image_shape=(12, 10), in_channels=3)
+    assert net(torch.randn(2, 360)).shape == (2, 3)
 
 
 def test_mlp_layers_activation_and_options():

@@ -1,37 +1,49 @@
 """End to end: the real pipeline under `dvc repro` in a temporary git repo, on a copy of the
-shared offline OpenML cache. Proves partial reruns, `dvc exp run`, and the CLI on real outputs."""
+shared offline OpenML cache, with the default registry plus one entry of each other source kind
+(a CSV tracked with `dvc add`, an image folder, a sklearn loader), added by params alone. Proves
+partial reruns per entry, `dvc exp run`, and the CLI and /predict on the real outputs."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import copy_project, offline_env
 
 pytestmark = pytest.mark.slow
 
-STAGES = {"fetch", "split", "preprocess", "train", "evaluate", "export", "baselines", "compare",
-          "cv", "tune"}  # fmt: skip
-DATASETS = ("adult", "titanic", "kr-vs-kp", "cpu")
-PER_DATASET = ("fetch", "split", "preprocess", "train", "evaluate", "export", "baselines")
-TABULAR = {f"tabular-{s}@{d}" for s in PER_DATASET for d in DATASETS} | {"summary"}
+PER_ENTRY = ("fetch", "split", "preprocess", "train", "evaluate", "export", "baselines")
+DEFAULT = ("usps", "adult", "titanic", "kr-vs-kp", "cpu")
+ADDED = ("mycsv", "digits", "wine")
+ENTRIES = (*DEFAULT, *ADDED)
+ALL_STAGES = {f"{s}@{d}" for s in PER_ENTRY for d in ENTRIES} | {"summary", "cv", "tune"}
 
 # the real pipeline with smaller numbers, so the whole file runs in a few minutes on 2 cores
 SMALL = {
-    "train": {"module": "mlp", "module_kwargs": {"hidden_sizes": [64]}, "max_epochs": 2,
-              "lr_schedule": None, "patience": None},
-    "baselines": {"logistic_regression": {"max_iter": 30}, "random_forest": {"n_estimators": 10},
+    "train": {"module": "mlp", "module_kwargs": {"mlp": {"hidden_sizes": [64]}}, "max_epochs": 2,
+              "min_steps": 0, "lr_schedule": None, "patience": None},
+    "baselines": {"linear": {"max_iter": 30}, "random_forest": {"n_estimators": 10},
                   "hist_gradient_boosting": {"max_iter": 5}},
-    "tabular": {"train": {"max_epochs": 2}, "datasets": {"cpu": {"train": {"max_epochs": 3}}},
-                "baselines": {"random_forest": {"n_estimators": 10},
-                              "hist_gradient_boosting": {"max_iter": 5}}},
     "cv": {"folds": 3, "max_rows": 300, "max_epochs": 1},
     "tune": {"max_rows": 300},
+}  # fmt: skip
+# the entries a user adds: params alone, plus the data under data/sources/
+NEW_ENTRIES = {
+    "mycsv": {"source": "file", "path": "data/sources/file/mycsv.csv", "target": "label",
+              "task": "classification", "drop": ["id"]},
+    "digits": {"source": "images", "path": "data/sources/images/digits", "target": "digit",
+               "task": "classification", "modality": "image", "image_shape": [8, 8],
+               "channels": 1, "train": {"module": "auto"}},  # the CNN, on 8x8 images
+    "wine": {"source": "sklearn", "name": "load_wine", "target": "target",
+             "task": "classification"},
 }  # fmt: skip
 
 
@@ -64,23 +76,9 @@ def set_params(repo: Path, **changes) -> None:
         *parents, key = dotted.split("__")
         node = params
         for part in parents:
-            node = node[part]
+            node = node.setdefault(part, {})
         node[key] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-@pytest.fixture(scope="module")
-def pipeline_repo(tmp_path_factory) -> tuple[Path, dict]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    env = offline_env(tmp / "openml-cache")
-    repo = copy_project(tmp / "repo")
-    params = _merge(yaml.safe_load((repo / "params.yaml").read_text()), SMALL)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.name=tandem-test", "-c", "user.email=test@tandem.invalid"]
-    run(["git", "init", "-q"], repo, env)
-    run([*git, "add", "-A"], repo, env)
-    run([*git, "commit", "-qm", "init"], repo, env)
-    return repo, env
 
 
 def commit(repo: Path, env: dict, message: str) -> None:
@@ -89,73 +87,166 @@ def commit(repo: Path, env: dict, message: str) -> None:
     run([*git, "commit", "-qm", message], repo, env)
 
 
+def write_sources(repo: Path) -> None:
+    """A CSV with numbers, a category and an id column; PNGs of sklearn's 8x8 digits, a third of
+    them saved at 16x16 (mixed sizes are resized to image_shape)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    rng = np.random.RandomState(0)
+    n = 240
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    colour = rng.choice(["red", "green", "blue"], size=n)
+    label = np.where(x1 + 0.5 * x2 + (colour == "red") > 0.3, "yes", "no")
+    frame = pd.DataFrame({"id": np.arange(n), "x1": x1.round(4), "x2": x2.round(4),
+                          "colour": colour, "label": label})  # fmt: skip
+    frame.to_csv(repo / "data/sources/file/mycsv.csv", index=False)
+    digits = load_digits()
+    for i in range(400):
+        folder = repo / "data/sources/images/digits" / str(digits.target[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray((digits.images[i] * 15).astype(np.uint8), mode="L")
+        if i % 3 == 0:
+            image = image.resize((16, 16), Image.Resampling.NEAREST)
+        image.save(folder / f"{i:04d}.png")
+
+
+@pytest.fixture(scope="module")
+def pipeline_repo(tmp_path_factory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    env = offline_env(tmp / "openml-cache")
+    repo = copy_project(tmp / "repo")
+    params = _merge(yaml.safe_load((repo / "params.yaml").read_text()), SMALL)
+    params["datasets"].update(NEW_ENTRIES)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=tandem-test", "-c", "user.email=test@tandem.invalid"]
+    run(["git", "init", "-q"], repo, env)
+    write_sources(repo)
+    run(
+        ["dvc", "add", "-q", "data/sources/file/mycsv.csv", "data/sources/images/digits"], repo, env
+    )
+    run([*git, "add", "-A"], repo, env)
+    run([*git, "commit", "-qm", "init"], repo, env)
+    return repo, env
+
+
+def ensure_run(repo: Path, env: dict) -> None:
+    if not (repo / "dvc.lock").is_file():
+        repro(repo, env)
+        commit(repo, env, "run")
+
+
 def test_full_run_then_partial_reruns(pipeline_repo):
     repo, env = pipeline_repo
-    assert repro(repo, env) == STAGES | TABULAR
-    metrics = json.loads((repo / "metrics" / "eval.json").read_text())
+    assert repro(repo, env) == ALL_STAGES
+    metrics = json.loads((repo / "metrics/usps/eval.json").read_text())
     assert set(metrics) >= {"accuracy", "balanced_accuracy", "precision_macro", "recall_macro",
                             "f1_macro", "roc_auc_ovr", "log_loss"}  # fmt: skip
     assert metrics["accuracy"] > 0.85
-    baselines = json.loads((repo / "metrics" / "baselines.json").read_text())
-    assert set(baselines) == {
-        "logistic_regression",
-        "random_forest",
-        "svc",
-        "hist_gradient_boosting",
-    }
-    provenance = json.loads((repo / "data" / "raw" / "usps.json").read_text())
+    baselines = json.loads((repo / "metrics/usps/baselines.json").read_text())
+    assert set(baselines) == {"logistic_regression", "random_forest", "svc",
+                              "hist_gradient_boosting"}  # fmt: skip
+    cpu = json.loads((repo / "metrics/cpu/baselines.json").read_text())
+    assert set(cpu) == {"ridge", "random_forest", "hist_gradient_boosting"}
+    assert {"mse", "rmse", "mae", "r2"} <= set(
+        json.loads((repo / "metrics/cpu/eval.json").read_text())
+    )
+    provenance = json.loads((repo / "data/usps/raw.json").read_text())
     assert (provenance["data_id"], provenance["rows"], provenance["columns"]) == (41070, 9298, 257)
-    for png in ("confusion", "worst_digits", "learning_curves", "comparison"):
-        assert (repo / "reports" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
-    assert len(list((repo / "metrics" / "roc").glob("class_*.json"))) == 10
-    assert (repo / "dvclive" / "plots" / "metrics" / "train_loss.tsv").is_file()
+    for name in ("confusion", "worst", "learning_curves"):
+        assert (repo / f"reports/usps/{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (repo / "reports/summary.png").read_bytes()[:4] == b"\x89PNG"
+    summary = (repo / "reports/summary.csv").read_text()
+    assert summary.startswith("dataset,model,")
+    assert {line.split(",")[0] for line in summary.splitlines()[1:]} == set(ENTRIES)
+    predictions = json.loads((repo / "metrics/usps/predictions.json").read_text())
+    assert len(predictions) == 2325 and set(predictions[0]) == {"actual", "predicted"}
+    assert (repo / "dvclive/usps/plots/metrics/train_loss.tsv").is_file()
 
     assert repro(repo, env) == set()  # nothing changed, nothing runs
     commit(repo, env, "first run")
 
-    set_params(repo, train__lr=0.002)
-    assert repro(repo, env) == {"train", "evaluate", "export", "compare", "cv"}
+    # an entry's own override reruns that entry's training (and what reads it), nothing else
+    set_params(repo, datasets__usps__train={"lr": 0.002})
+    assert repro(repo, env) == {"train@usps", "evaluate@usps", "export@usps", "cv", "summary"}
 
-    set_params(repo, preprocess__scaler="minmax")
-    assert repro(repo, env) == {"preprocess", "train", "evaluate", "export", "baselines",
-                                 "compare", "cv", "tune"}  # fmt: skip
+    set_params(repo, datasets__usps__preprocess={"scaler": "minmax"})
+    assert repro(repo, env) == {f"{s}@usps" for s in PER_ENTRY[2:]} | {"cv", "tune", "summary"}
 
-    set_params(repo, split__seed=12)
-    assert repro(repo, env) == STAGES - {"fetch"}
-
-    out = run(["dvc", "metrics", "show", "--json"], repo, env).stdout
-    assert "metrics/eval.json" in out
+    set_params(repo, datasets__titanic__drop=["name", "ticket", "cabin", "home.dest", "boat",
+                                               "body", "fare"])  # fmt: skip
+    assert repro(repo, env) == {f"{s}@titanic" for s in PER_ENTRY[2:]} | {"summary"}
+    set_params(repo, datasets__titanic__drop=["no_such_column"])
+    bad = run(["dvc", "repro"], repo, env, check=False)
+    assert bad.returncode != 0 and "no_such_column" in bad.stdout + bad.stderr
+    run(["git", "checkout", "--", "params.yaml"], repo, env)
+    repro(repo, env)
     commit(repo, env, "second run")
 
 
-def test_tabular_branch_reruns_only_the_changed_data_set(pipeline_repo):
+def test_every_source_kind_gets_metrics_plots_and_a_model_predict_accepts(pipeline_repo):
+    from fastapi.testclient import TestClient
+
+    from tandem.serve import create_app
+
     repo, env = pipeline_repo
-    if not (repo / "metrics" / "tabular_summary.json").is_file():
-        repro(repo, env)
-    summary = json.loads((repo / "metrics" / "tabular_summary.json").read_text())
-    assert set(summary) == set(DATASETS)
-    assert set(summary["cpu"]) == {"torch_mlp", "ridge", "random_forest", "hist_gradient_boosting"}
-    assert {"mse", "rmse", "mae", "r2"} <= set(summary["cpu"]["torch_mlp"])
-    assert "accuracy" in summary["adult"]["torch_mlp"]
-    assert (repo / "reports" / "tabular_summary.csv").read_text().startswith("dataset,model,")
+    ensure_run(repo, env)
+    for name in ADDED:
+        scores = json.loads((repo / f"metrics/{name}/eval.json").read_text())
+        assert scores["accuracy"] > 0.6, (name, scores)
+        assert (repo / f"reports/{name}/confusion.png").is_file()
+        assert json.loads((repo / f"metrics/{name}/predictions.json").read_text())
+        assert json.loads((repo / f"metrics/{name}/export.json").read_text())["passed"]
+    provenance = json.loads((repo / "data/digits/raw.json").read_text())
+    assert provenance["source"] == "images" and provenance["rows"] == 400
+    assert provenance["image_shape"] == [1, 8, 8]
+    assert json.loads((repo / "data/mycsv/raw.json").read_text())["file_sha256"]
+    config = json.loads((repo / "models/digits/model/config.json").read_text())["params"]
+    assert config["module"] == "cnn" and config["module__image_shape"] == [8, 8]
 
-    drop = ["name", "ticket", "cabin", "home.dest", "boat", "body", "fare"]
-    set_params(repo, tabular__datasets__titanic__drop=drop)
-    ran = repro(repo, env)
-    assert ran == {f"tabular-{s}@titanic" for s in ("preprocess", "train", "evaluate", "export",
-                                                    "baselines")} | {"summary"}  # fmt: skip
+    # tandem predict: CSV rows (the id column is ignored: dropped in training) and PNG files
+    rows = repo / "rows.csv"
+    pd.read_csv(repo / "data/sources/file/mycsv.csv").head(5).drop(columns="label").to_csv(
+        rows, index=False
+    )
+    out = run(["tandem", "predict", str(rows), "--dataset", "mycsv"], repo, env).stdout
+    assert out.splitlines()[0].startswith("id,prediction,proba_no,proba_yes")
+    assert len(out.splitlines()) == 6
+    folder = repo / "data/sources/images/digits/7"
+    out = run(["tandem", "predict", str(folder), "--dataset", "digits"], repo, env).stdout
+    lines = out.splitlines()[1:]
+    assert len(lines) == len(list(folder.glob("*.png")))
+    assert sum(line.split(",")[1] == "7" for line in lines) >= len(lines) // 2
 
-    set_params(repo, tabular__datasets__titanic__drop=[*drop, "no_such_column"])
-    bad = run(["dvc", "repro"], repo, env, check=False)
-    assert bad.returncode != 0 and "no_such_column" in bad.stdout + bad.stderr
-    set_params(repo, tabular__datasets__titanic__drop=drop)  # leave the repo valid
+    # /predict of the served model, for the CSV entry's rows and the image entry's PNGs
+    client = TestClient(create_app(repo / "models/mycsv", backend="onnx"))
+    records = pd.read_csv(rows).drop(columns="id").to_dict("records")
+    answer = client.post("/predict", json={"rows": records})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["predictions"]) == 5
+    client = TestClient(create_app(repo / "models/digits", backend="torch"))
+    png = [base64.b64encode(p.read_bytes()).decode() for p in sorted(folder.glob("*.png"))[:3]]
+    answer = client.post("/predict", json={"images": png})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["predictions"]) == 3
+
+
+def test_editing_one_csv_row_reruns_only_that_entry(pipeline_repo):
+    repo, env = pipeline_repo
+    ensure_run(repo, env)
+    assert repro(repo, env) == set()
+    path = repo / "data/sources/file/mycsv.csv"
+    frame = pd.read_csv(path)
+    frame.loc[3, "x1"] = 9.5
+    frame.to_csv(path, index=False)
+    assert repro(repo, env) == {f"{s}@mycsv" for s in PER_ENTRY} | {"summary"}
+    assert json.loads((repo / "data/mycsv/raw.json").read_text())["rows"] == 240
+    commit(repo, env, "edited one row")
 
 
 def test_exp_run_and_show(pipeline_repo):
     repo, env = pipeline_repo
-    if not (repo / "dvc.lock").is_file():
-        repro(repo, env)
-        commit(repo, env, "run")
+    ensure_run(repo, env)
     run(["dvc", "exp", "run", "-S", "train.lr=0.004", "--name", "lr4"], repo, env)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
     text = json.dumps(shown)
@@ -165,7 +256,7 @@ def test_exp_run_and_show(pipeline_repo):
         for rev in [entry, *[e for exp in entry.get("experiments") or [] for e in exp["revs"]]]:
             data = rev.get("data") or {}
             p = data.get("params", {}).get("params.yaml", {}).get("data", {})
-            m = data.get("metrics", {}).get("metrics/eval.json", {}).get("data", {})
+            m = data.get("metrics", {}).get("metrics/usps/eval.json", {}).get("data", {})
             if p and m:
                 lrs.add(p["train"]["lr"])
                 accuracies.append(m["accuracy"])
@@ -175,21 +266,23 @@ def test_exp_run_and_show(pipeline_repo):
 
 def test_cli_train_writes_declared_outputs_and_refuses_bad_keys(pipeline_repo):
     repo, env = pipeline_repo
-    if not (repo / "data" / "features" / "train.parquet").is_file():
-        repro(repo, env)
-    for path in ("models/model", "metrics/train.json"):
+    ensure_run(repo, env)
+    for path in ("models/usps/model", "metrics/usps/train.json"):
         target = repo / path
         shutil.rmtree(target) if target.is_dir() else target.unlink()
-    run(["tandem", "train", "--set", "train.max_epochs=1"], repo, env)
-    declared = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]
+    run(["tandem", "train", "--dataset", "usps", "--set", "train.max_epochs=1"], repo, env)
+    declared = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["do"]
     for kind in ("outs", "metrics", "plots"):
         for entry in declared.get(kind, []):
-            path = entry if isinstance(entry, str) else next(iter(entry))
+            path = (entry if isinstance(entry, str) else next(iter(entry))).replace(
+                "${key}", "usps"
+            )
             assert (repo / path).exists(), path
-    assert json.loads((repo / "metrics" / "train.json").read_text())["epochs"] == 1
+    assert json.loads((repo / "metrics/usps/train.json").read_text())["epochs"] == 1
 
-    before = (repo / "metrics" / "train.json").read_bytes()
-    bad = run(["tandem", "train", "--set", "train.no_such_key=1"], repo, env, check=False)
+    before = (repo / "metrics/usps/train.json").read_bytes()
+    bad = run(["tandem", "train", "--dataset", "usps", "--set", "train.no_such_key=1"], repo, env,
+              check=False)  # fmt: skip
     assert bad.returncode != 0
     assert "train.no_such_key" in bad.stderr + bad.stdout
-    assert (repo / "metrics" / "train.json").read_bytes() == before  # nothing written
+    assert (repo / "metrics/usps/train.json").read_bytes() == before  # nothing written

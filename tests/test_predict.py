@@ -139,7 +139,10 @@ def test_images_are_refused_by_a_tabular_model_and_bad_images_named(
     Image.fromarray(np.zeros((16, 16), np.uint8), mode="L").save(tmp_path / "blank.png")
     (tmp_path / "broken.png").write_bytes(b"not a png")
     result = predict(tmp_path / "blank.png", "--model-dir", tabular_dir)
-    assert result.exit_code == 1 and "images need a USPS-like model" in result.output
+    assert (
+        result.exit_code == 1
+        and "images need a model trained on an image data set" in result.output
+    )
     result = predict(tmp_path / "blank.png", "--model-dir", usps_dir)
     assert result.exit_code == 1 and "blank.png" in result.output and "blank" in result.output
     result = predict(tmp_path / "broken.png", "--model-dir", usps_dir)

@@ -47,6 +47,8 @@ def make_repo(tmp: Path, name: str) -> tuple[Path, dict]:
     repo = copy_project(tmp / name, clean=True)
     small = _merge(yaml.safe_load((repo / "params.yaml").read_text()), SMALL)
     small["train"].update(max_epochs=3, lr_schedule="onecycle")  # a scheduler to restore too
+    # an image entry and a tabular one of each task: enough to cover every kind of output
+    small["datasets"] = {k: small["datasets"][k] for k in ("usps", "titanic", "cpu")}
     (repo / "params.yaml").write_text(yaml.safe_dump(small, sort_keys=False))
     run(["git", "init", "-q"], repo, env)
     commit(repo, env, "init")
@@ -85,11 +87,11 @@ def test_identical_runs_even_across_a_sigkill_and_the_run_cache(repos):
     assert first and all(first.values())
 
     # run B: SIGKILLed while writing the checkpoint after epoch 2, so epoch 1's is the last one
-    run(["dvc", "repro", "preprocess"], b, env_b)
-    killed(b, env_b, "checkpoints/usps.pt", 2, "train")
+    run(["dvc", "repro", "preprocess@usps"], b, env_b)
+    killed(b, env_b, "checkpoints/usps.pt", 2, "train", "--dataset", "usps")
     state = torch.load(b / "checkpoints" / "usps.pt", weights_only=True)  # whole, not truncated
     assert len(state["loop"]["history"]) == 1 and not state["complete"]
-    assert not (b / "models" / "model").exists() and not (b / "metrics" / "train.json").exists()
+    assert not (b / "models/usps/model").exists() and not (b / "metrics/usps/train.json").exists()
     repro(b, env_b)  # train goes on from epoch 2
     assert torch.load(b / "checkpoints" / "usps.pt", weights_only=True)["complete"]
     second = out_hashes(b)
@@ -99,27 +101,29 @@ def test_identical_runs_even_across_a_sigkill_and_the_run_cache(repos):
     # A: an experiment, then the param reverted: DVC's run-cache gives the old outputs back
     commit(a, env_a, "first run")
     run(["dvc", "exp", "run", "-S", "train.lr=0.002"], a, env_a)
-    assert out_hashes(a)["train:models/model"] != first["train:models/model"]
+    model = "train@usps:models/usps/model"
+    assert out_hashes(a)[model] != first[model]
     run(["git", "checkout", "--", "params.yaml"], a, env_a)
     log = run(["dvc", "repro"], a, env_a).stdout
-    assert "Running stage 'train'" not in log, log
-    assert "Stage 'train' is cached - skipping run, checking out outputs" in log, log
+    assert "Running stage 'train@usps'" not in log, log
+    assert "Stage 'train@usps' is cached - skipping run, checking out outputs" in log, log
     assert out_hashes(a) == first
 
 
 def test_sigkill_while_writing_outputs_leaves_them_whole(repos):
     (a, _), (b, env_b) = repos
-    before = {p: (b / p).read_bytes() for p in ("metrics/train.json", "dvclive/metrics.json")}
+    files = ("metrics/usps/train.json", "dvclive/usps/metrics.json")
+    before = {p: (b / p).read_bytes() for p in files}
     set_params(b, train__lr=0.004)
-    # killed as it renames metrics/train.json into place: the model is already the new one
-    killed(b, env_b, "metrics/train.json", 1, "train")
-    assert (b / "metrics" / "train.json").read_bytes() == before["metrics/train.json"]
+    # killed as it renames metrics/usps/train.json into place: the model is already the new one
+    killed(b, env_b, "metrics/usps/train.json", 1, "train", "--dataset", "usps")
+    assert (b / "metrics/usps/train.json").read_bytes() == before["metrics/usps/train.json"]
     from tandem import TorchClassifier
 
-    TorchClassifier.load(b / "models" / "model")  # whole: loads
+    TorchClassifier.load(b / "models/usps/model")  # whole: loads
     for path in (b / "metrics").rglob("*.json"):
         yaml.safe_load(path.read_text())  # every JSON output parses (none truncated)
     stages = repro(b, env_b)
-    assert "train" in stages
+    assert "train@usps" in stages
     status = run(["dvc", "status"], b, env_b).stdout
     assert "changed" not in status, status

@@ -302,14 +302,14 @@ def test_tune_stage_refuses_a_bad_space_before_reading_data(project):
     proc = tandem(["tune", "--set", "tune.space.module__activaton=[relu]"], project)
     assert proc.returncode == 1, proc.stderr
     assert "module__activaton" in proc.stderr and "module__activation" in proc.stderr
-    assert "data/split/train.parquet" not in proc.stderr  # refused before the data is read
+    assert "data/usps/train.parquet" not in proc.stderr  # refused before the data is read
     proc = tandem(["tune", "--set", "tune.space={}"], project)
     assert proc.returncode == 1 and "tune.space is empty" in proc.stderr
     assert not (project / "metrics").exists()
 
 
 def test_cv_and_tune_stages_alone(project):
-    usps_like(150, classes=3, at=(project / "data/split/train.parquet",))
+    usps_like(150, classes=3, at=(project / "data/usps/train.parquet",))
     proc = tandem(["cv", "--set", "train.module=mlp", "--set", "train.max_epochs=2",
                    "--set", "cv.folds=3", "--set", "cv.max_rows=120"], project)  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -90,7 +90,7 @@ def test_instances_rows_images_and_pixels_agree_with_evaluate(usps, usps_dir):
         ({"rows": [{"int0": 1.0}]}, 422, "255 feature column(s) missing"),
         ({"images": ["not base64!"]}, 422, "not valid base64"),
         ({"images": [base64.b64encode(b"GIF89a?").decode()]}, 422, "not a readable image"),
-        ({"pixels": [[[0.0] * 16] * 15]}, 422, "must be 16x16"),
+        ({"pixels": [[[0.0] * 16] * 15]}, 422, "must be 16 x 16"),
         ({"pixels": [[[0.5] * 16] * 16]}, 422, "blank"),
         ({"instances": [[0.0] * 256], "images": []}, 422, "exactly one"),
         ({}, 422, "exactly one"),

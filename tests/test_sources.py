@@ -107,3 +107,86 @@ def test_sklearn_sets_load_offline_with_the_named_target():
     assert info == {**info, "source": "sklearn", "name": "load_iris", "rows": 150}
     with pytest.raises(DataError, match="loader 'load_irs'; choose one of .*'load_iris'"):
         data.load_sklearn_frame("load_irs", target="species")
+
+
+# ---- the fetch stage on registry entries: a bad source stops with the entry and the problem
+# named, a non-zero exit, and nothing written
+
+
+def fetch(project, name: str, entry: str | None = None):
+    import subprocess
+
+    from conftest import tool_env
+
+    sets = ["--set", f"datasets.{name}={entry}"] if entry else []
+    return subprocess.run(
+        ["tandem", "fetch", "--dataset", name, *sets], cwd=project, env=tool_env(),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize(
+    ("entry", "named"),
+    [
+        ("{source: file, path: data/sources/file/nope.csv, target: y, task: classification}",
+         "data/sources/file/nope.csv does not exist"),
+        ("{source: file, path: data/sources/file/rows.csv, target: nope, task: classification}",
+         "has no target column 'nope'"),
+        ("{source: images, path: data/sources/images/empty, target: y, task: classification, "
+         "modality: image, image_shape: [8, 8]}", "holds no .png/.jpg/.jpeg images"),
+        ("{source: images, path: data/sources/images/broken, target: y, task: classification, "
+         "modality: image, image_shape: [8, 8]}", "is not a readable image"),
+        ("{source: images, path: data/sources/images/tiny, target: y, task: classification, "
+         "modality: image, image_shape: [4, 4], channels: 1}", None),
+    ],
+)  # fmt: skip
+def test_a_bad_source_names_the_entry_and_writes_nothing(project, entry, named):
+    (project / "data/sources/file").mkdir(parents=True)
+    pd.DataFrame({"a": [1, 2], "y": [0, 1]}).to_csv(project / "data/sources/file/rows.csv")
+    for kind in ("empty", "broken", "tiny"):
+        for label in ("a", "b"):
+            (project / f"data/sources/images/{kind}/{label}").mkdir(parents=True)
+    (project / "data/sources/images/broken/a/x.png").write_bytes(b"not a png")
+    for label in ("a", "b"):
+        Image.fromarray(np.eye(8, dtype=np.uint8) * 255).save(
+            project / f"data/sources/images/tiny/{label}/i.png"
+        )
+    Image.fromarray(np.eye(8, dtype=np.uint8) * 255).save(
+        project / "data/sources/images/broken/b/ok.png"
+    )
+    proc = fetch(project, "mine", entry)
+    if named is None:  # the control: a good folder (resized 8x8 -> 4x4) is read
+        assert proc.returncode == 0, proc.stderr
+        assert pd.read_parquet(project / "data/mine/raw.parquet").shape == (2, 17)
+        return
+    assert proc.returncode == 1, proc.stderr
+    message = one_line(proc.stderr)
+    assert "error in stage fetch (data set mine)" in message and named in message
+    assert "Traceback" not in proc.stderr
+    assert not (project / "data/mine").exists()
+
+
+def test_an_unknown_source_or_a_path_outside_the_sources_folder_is_refused(project):
+    proc = fetch(project, "mine", "{source: ftp, target: y, task: classification}")
+    assert proc.returncode == 2 and "datasets.mine.source" in proc.stderr
+    proc = fetch(project, "mine", "{source: file, path: rows.csv, target: y, task: regression}")
+    assert proc.returncode == 2
+    assert "datasets.mine" in proc.stderr and "must lie under data/sources/file/" in proc.stderr
+    assert not (project / "data").exists()
+
+
+def test_an_image_entry_whose_columns_do_not_fit_its_shape_is_refused(project):
+    proc = fetch(project, "digits", "{source: sklearn, name: load_digits, target: digit, "
+                 "task: classification, modality: image, image_shape: [16, 16]}")  # fmt: skip
+    assert proc.returncode == 1
+    assert "datasets.digits: 64 feature columns, but image_shape [16, 16]" in one_line(proc.stderr)
+    assert not (project / "data/digits").exists()
+    good = fetch(project, "digits", "{source: sklearn, name: load_digits, target: digit, "
+                 "task: classification, modality: image, image_shape: [8, 8]}")  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    provenance = __import__("json").loads((project / "data/digits/raw.json").read_text())
+    assert provenance == {**provenance, "source": "sklearn", "rows": 1797, "columns": 65}

@@ -18,8 +18,8 @@ from conftest import copy_project, offline_env
 pytestmark = pytest.mark.slow
 
 GIT = ["git", "-c", "user.name=tandem-test", "-c", "user.email=test@tandem.invalid"]
-SMALL_TRAIN = {"module": "mlp", "module_kwargs": {"hidden_sizes": [32]}, "max_epochs": 2,
-               "lr_schedule": None, "patience": None}  # fmt: skip
+SMALL_TRAIN = {"module": "mlp", "module_kwargs": {"mlp": {"hidden_sizes": [32]}}, "max_epochs": 2,
+               "min_steps": 0, "lr_schedule": None, "patience": None}  # fmt: skip
 USPS_CHAIN = ("fetch", "split", "preprocess", "train", "evaluate")
 
 
@@ -42,6 +42,7 @@ def sweep_repo(tmp_path) -> tuple[Path, dict]:
     (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"].update(SMALL_TRAIN)
+    params["datasets"] = {"usps": params["datasets"]["usps"]}  # the registry: USPS alone
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], repo, env)
     run(["git", "config", "user.name", "tandem-test"], repo, env)  # CI may have no identity
@@ -74,7 +75,7 @@ def experiments(shown: list[dict]) -> dict[str, dict]:
             for rev in exp["revs"]:
                 data = rev.get("data") or {}
                 params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-                metrics = data.get("metrics", {}).get("metrics/eval.json", {}).get("data", {})
+                metrics = data.get("metrics", {}).get("metrics/usps/eval.json", {}).get("data", {})
                 out[rev.get("name") or exp.get("name") or rev["rev"]] = {
                     "lr": params.get("train", {}).get("lr"),
                     "accuracy": metrics.get("accuracy"),
@@ -97,12 +98,12 @@ def test_queue_two_experiments_run_them_and_show_both(sweep_repo):
     assert all(0 < v["accuracy"] <= 1 for v in found.values()), found
 
     # sorted by a metric, as the README shows; then bring the best one into the workspace
-    table = run(["dvc", "exp", "show", "--csv", "--sort-by", "metrics/eval.json:accuracy",
+    table = run(["dvc", "exp", "show", "--csv", "--sort-by", "metrics/usps/eval.json:accuracy",
                  "--sort-order", "desc"], repo, env).stdout  # fmt: skip
     assert "accuracy" in table.splitlines()[0]
     best = max(found, key=lambda name: found[name]["accuracy"])
     run(["dvc", "exp", "apply", best], repo, env)
     applied = yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"]
     assert applied == found[best]["lr"]
-    metrics = json.loads((repo / "metrics" / "eval.json").read_text())
+    metrics = json.loads((repo / "metrics/usps/eval.json").read_text())
     assert metrics["accuracy"] == found[best]["accuracy"]

@@ -20,19 +20,21 @@ import typer
 from tandem.config import ParamsError, load_params
 
 STAGES = {
-    "fetch": "Fetch the OpenML data set into data/raw (parquet + provenance JSON).",
+    "fetch": "Read a data set's source into data/NAME (parquet + provenance JSON).",
     "split": "Split the raw data into train and test parquet files.",
     "preprocess": "Fit the preprocessor on train, transform train and test, persist it.",
-    "train": "Train the torch classifier; log epochs with DVCLive; save the model.",
+    "train": "Train the torch model; log epochs with DVCLive; save the model.",
     "evaluate": "Evaluate the model on test: metrics, plot data and figures.",
     "baselines": "Fit the classical sklearn baselines on the same features.",
-    "compare": "Compare the torch model with the baselines (table + chart).",
-    "summary": "Summarise every tabular data set and model (table + chart).",
     "export": "Export preprocessor + network as one ONNX file (checked vs Python) + TorchScript.",
     "cv": "Cross-validate preprocessor + torch classifier on train (mean ± std per scorer).",
     "tune": "Hyperparameter search (grid | random | halving) with CV results, best params, plots.",
+    "summary": "Every data set and model in one table and chart (reports/summary.*).",
 }
+# stages that run once per entry of params.yaml's datasets (--dataset NAME); cv and tune run on
+# the entry their section names (cv.dataset, tune.dataset) unless --dataset says another
 PER_DATASET = ("fetch", "split", "preprocess", "train", "evaluate", "baselines", "export")
+SEARCH_STAGES = ("cv", "tune")
 
 app = typer.Typer(
     help="tandem: scikit-learn and PyTorch in tandem under DVC. Stage commands run what "
@@ -84,10 +86,27 @@ def restrict(params: Any, keys: tuple[str, ...]) -> View:
 
 
 def stage_params(stage: Any, dataset: str | None) -> tuple[str, ...]:
-    """The params keys a stage declares: its PARAMS, or for a tabular data set TABULAR_PARAMS."""
+    """The params keys a stage declares: its PARAMS, ``{name}`` filled with the data set."""
+    return tuple(key.replace("{name}", dataset or "") for key in stage.PARAMS)
+
+
+def stage_dataset(name: str, params: Any, dataset: str | None) -> str | None:
+    """The entry of ``datasets`` a stage runs for, checked: named by --dataset, or for cv/tune
+    by their section; stages over the whole registry take none."""
+    if name in SEARCH_STAGES and dataset is None:
+        dataset = getattr(params, name).dataset
+    if name not in PER_DATASET and name not in SEARCH_STAGES:
+        if dataset is not None:
+            raise ParamsError(f"stage {name} runs over every data set; it takes no --dataset")
+        return None
     if dataset is None:
-        return stage.PARAMS
-    return tuple(key.replace("{name}", dataset) for key in stage.TABULAR_PARAMS)
+        raise ParamsError(
+            f"stage {name} runs once per data set: give --dataset NAME, one of "
+            f"{list(params.datasets)}"
+        )
+    if dataset not in params.datasets:
+        raise ParamsError(f"unknown data set {dataset!r}; datasets has {list(params.datasets)}")
+    return dataset
 
 
 def load_stage(name: str, root: Path):
@@ -184,7 +203,7 @@ def fail(exc: Exception, where: str, oom_hint: str) -> NoReturn:
 def stage_oom_hint(name: str, dataset: str | None) -> str:
     """What to change when a stage runs out of GPU memory, in the section its estimator reads."""
     if name in ("train", "cv", "tune"):
-        section = "tune.estimator" if name == "tune" else "tabular.train" if dataset else "train"
+        section = "tune.estimator" if name == "tune" else "train"
         return (
             f"try a smaller batch (--set {section}.batch_size=32) or the CPU "
             f"(--set {section}.device=cpu)"
@@ -204,11 +223,7 @@ def run_stage(
         root = project_root()
         params_path = params_file if params_file.is_absolute() else Path.cwd() / params_file
         params = load_params(params_path, overrides)
-        if dataset is not None and dataset not in params.tabular.datasets:
-            raise ParamsError(
-                f"unknown data set {dataset!r}; "
-                f"tabular.datasets has {list(params.tabular.datasets)}"
-            )
+        dataset = stage_dataset(name, params, dataset)
     except (ParamsError, StageError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -240,12 +255,12 @@ SetOption = Annotated[
 
 DatasetOption = Annotated[
     str | None,
-    typer.Option("--dataset", help="run for this tabular data set (tabular.datasets.NAME)"),
+    typer.Option("--dataset", help="run for this entry of params.yaml's datasets (NAME)"),
 ]
 
 
 def _add_stage_command(name: str, help_text: str) -> None:
-    if name in PER_DATASET:
+    if name in PER_DATASET or name in SEARCH_STAGES:
 
         def command(
             params: ParamsOption = Path("params.yaml"),
@@ -276,7 +291,9 @@ def _dvc_stages(root: Path) -> dict:
 
 def stage_instances(root: Path, raw: dict) -> tuple[list[tuple[str, dict, str | None]], list[str]]:
     """dvc.yaml's stages as DVC runs them: ``(name, body, key)``, a ``foreach`` stage expanded
-    into one ``name@key`` per item (``key`` None for a plain stage); plus any problems."""
+    into one ``name@key`` per item (``key`` None for a plain stage), with every ``${...}`` of the
+    body filled in as DVC fills it (``key``, ``item``, ``item.x`` and params keys); plus any
+    problems."""
     instances: list[tuple[str, dict, str | None]] = []
     problems: list[str] = []
     for name, spec in _dvc_stages(root).items():
@@ -290,17 +307,43 @@ def stage_instances(root: Path, raw: dict) -> tuple[list[tuple[str, dict, str | 
                         f"stage {name}: foreach {spec['foreach']} is not a params mapping"
                     )
                     continue
-            instances += [(f"{name}@{key}", spec["do"], str(key)) for key in items]
+            pairs = items.items() if isinstance(items, dict) else ((i, i) for i in items)
+            for key, item in pairs:
+                context = {"key": str(key), "item": item}
+                instances.append((f"{name}@{key}", _fill(spec["do"], raw, context), str(key)))
         else:
-            instances.append((name, spec, None))
+            instances.append((name, _fill(spec, raw, {}), None))
     return instances, problems
 
 
-def _stage_command(body: dict, key: str | None) -> tuple[str, str | None] | None:
+def _fill(node: Any, raw: dict, context: dict) -> Any:
+    """``node`` with each ``${name}`` in its strings replaced (foreach context first, then params);
+    a name found in neither is left as written."""
+    import re
+
+    if isinstance(node, dict):
+        return {k: _fill(v, raw, context) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_fill(v, raw, context) for v in node]
+    if not isinstance(node, str):
+        return node
+
+    def value(match: re.Match) -> str:
+        head, _, rest = match.group(1).strip().partition(".")
+        if head in context:
+            found = context[head] if not rest else _lookup(context[head], rest)
+        else:
+            found = _lookup(raw, match.group(1).strip())
+        return match.group(0) if found is _ABSENT else str(found)
+
+    return re.sub(r"\$\{([^}]+)\}", value, node)
+
+
+def _stage_command(body: dict, key: str | None = None) -> tuple[str, str | None] | None:
     """``(stage, dataset)`` when the stage's cmd is ``tandem <stage> [--dataset NAME]``."""
     import shlex
 
-    words = shlex.split(body.get("cmd", "").replace("${key}", key or ""))
+    words = shlex.split(body.get("cmd", ""))
     if len(words) >= 2 and words[0] == "tandem" and words[1] in STAGES:
         return words[1], words[words.index("--dataset") + 1] if "--dataset" in words else None
     return None
@@ -317,7 +360,6 @@ def dvc_params_problems(root: Path, raw: dict) -> list[str]:
                 k for file, ks in entry.items() if file == "params.yaml" for k in ks
             ]  # fmt: skip
             for item in [names] if isinstance(names, str) else names:
-                item = item if key is None else item.replace("${key}", key)
                 declared.append(item)
                 if _lookup(raw, item) is _ABSENT:
                     problems.append(f"stage {stage_name}: params key {item!r} is not in params")
@@ -505,11 +547,6 @@ def _covered(path: str, deps: list[str]) -> bool:
     return any(dep in (".", path) or path.startswith(dep.rstrip("/") + "/") for dep in deps)
 
 
-def _expand(text: str, key: str | None) -> str:
-    """A foreach body's ``${key}`` (mapping) or ``${item}`` (list) filled in."""
-    return text if key is None else text.replace("${key}", key).replace("${item}", key)
-
-
 def code_dep_problems(root: Path, raw: dict) -> list[str]:
     """Each stage run as ``tandem <stage>`` whose dvc.yaml deps leave out a tandem/stages source
     file the stage imports (directly or through other modules): DVC would not rerun it when that
@@ -528,8 +565,7 @@ def code_dep_problems(root: Path, raw: dict) -> list[str]:
             cache[stage] = stage_code(root, stage)
         wdir = body.get("wdir", ".")
         deps = [
-            posixpath.normpath(posixpath.join(wdir, _expand(str(dep), key)))
-            for dep in body.get("deps") or []
+            posixpath.normpath(posixpath.join(wdir, str(dep))) for dep in body.get("deps") or []
         ]
         for rel, chain in cache[stage].items():
             if _covered(rel, deps):
@@ -587,9 +623,24 @@ def check(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) ->
 
 
 ModelDirOption = Annotated[
-    Path,
-    typer.Option("--model-dir", help="models/ (USPS) or models/tabular/NAME (a tabular set)"),
+    Path | None,
+    typer.Option("--model-dir", help="a model directory (the pipeline writes models/NAME)"),
 ]
+ModelOfOption = Annotated[
+    str | None,
+    typer.Option("--dataset", help="the model of this entry of datasets: models/NAME"),
+]
+
+
+def model_directory(model_dir: Path | None, dataset: str | None) -> Path:
+    """--model-dir as given, or models/NAME for --dataset NAME; one of the two is needed."""
+    if (model_dir is None) == (dataset is None):
+        raise typer.BadParameter(
+            "give --dataset NAME (the pipeline's models/NAME) or --model-dir DIR, one of the two"
+        )
+    return model_dir if model_dir is not None else Path("models") / dataset
+
+
 BackendOption = Annotated[
     str, typer.Option("--backend", help="onnx (model.onnx in onnxruntime) or torch")
 ]
@@ -598,7 +649,8 @@ BackendOption = Annotated[
 @app.command()
 def predict(
     input: Annotated[Path, typer.Argument(help="CSV or parquet rows, a PNG, or a folder of PNGs")],
-    model_dir: ModelDirOption = Path("models"),
+    dataset: ModelOfOption = None,
+    model_dir: ModelDirOption = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="predictions file: .csv, .parquet or .json"),
@@ -608,6 +660,7 @@ def predict(
     """Predict labels and class probabilities for new data with the trained pipeline."""
     from tandem import inference
 
+    model_dir = model_directory(model_dir, dataset)
     try:
         if backend not in ("torch", "onnx"):
             raise inference.InputError(f"--backend must be torch or onnx; got {backend!r}")
@@ -631,7 +684,8 @@ def predict(
 
 @app.command()
 def serve(
-    model_dir: ModelDirOption = Path("models"),
+    dataset: ModelOfOption = None,
+    model_dir: ModelDirOption = None,
     backend: BackendOption = "onnx",
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
@@ -639,6 +693,7 @@ def serve(
     threads: Annotated[int, typer.Option(help="inference threads (0: library default)")] = 0,
 ) -> None:
     """Serve the model over HTTP (FastAPI): /predict, /health, /metadata."""
+    model_dir = model_directory(model_dir, dataset)
     try:
         from tandem.serve import serve as run_server
     except ImportError as exc:

@@ -7,7 +7,7 @@ validation, so an override gets exactly the same checks as the file.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
@@ -30,8 +30,6 @@ class Section(BaseModel):
 
 
 class FetchParams(Section):
-    data_id: int = Field(gt=0)
-    target: str
     data_home: str | None = Field(
         description="OpenML cache directory; null means scikit-learn's default "
         "(which honours SCIKIT_LEARN_DATA)"
@@ -42,30 +40,20 @@ class SplitParams(Section):
     method: Literal["random", "ordered"]
     test_size: float = Field(gt=0, lt=1)
     seed: int
-    n_train: int = Field(gt=0, description="rows kept for training by method=ordered")
+    n_train: int | None = Field(
+        gt=0, description="method=ordered: the first n_train rows train; null: 1 - test_size"
+    )
 
 
 class PreprocessParams(Section):
     scaler: Literal["standard", "minmax", "robust", "none"]
-    pca: int | float | None = Field(description="PCA n_components; null disables PCA")
-
-
-class TrainingParams(Section):
-    """What every torch training section shares: the estimator's hyperparameters."""
-
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
-    lr: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    batch_size: int = Field(ge=1)
-    max_epochs: int = Field(ge=1)
-    patience: int | None = Field(ge=1)
-    validation_fraction: float = Field(ge=0, lt=1)
-    lr_schedule: Literal["onecycle", "cosine"] | None
-    seed: int
-    device: str
-    nproc: int = Field(ge=1, description="data-parallel processes under torchrun; 1: one process")
-    amp: bool = Field(description="bf16 autocast on CUDA (ignored on the CPU)")
-    compile: bool = Field(description="torch.compile the module")
+    pca: int | float | None = Field(description="image entries: PCA n_components; null: none")
+    numeric_imputer: Literal["median", "mean", "knn"] = Field(description="tabular entries")
+    min_frequency: int | float | None = Field(description="rarer categories are grouped")
+    numeric_encoding: Literal["none", "piecewise_linear"] = Field(
+        description="piecewise_linear adds target-aware bin encodings of the numeric columns"
+    )
+    n_bins: int = Field(ge=2, description="bins per numeric column for piecewise_linear")
 
 
 class AugmentParams(Section):
@@ -79,24 +67,49 @@ class AugmentParams(Section):
     elastic_sigma: float = Field(3.0, gt=0, description="smoothness of the elastic field, pixels")
 
 
-class TrainParams(TrainingParams):
-    module: str
-    module_kwargs: dict[str, Any]
-    augment: AugmentParams | None = Field(description="augmentation on the device; null: off")
+class TrainParams(Section):
+    """The torch estimator's hyperparameters, shared by every entry (each may override keys)."""
+
+    module: str = Field(description="auto: cnn for image entries, mlp for tabular ones; or a name")
+    module_kwargs: dict[str, dict[str, Any]] = Field(
+        description="keyword arguments of each module, by module name"
+    )
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    batch_size: int | Literal["auto"] = Field(
+        description="auto: about 64 batches an epoch (a power of 2 between 16 and 256)"
+    )
+    max_epochs: int = Field(ge=1)
+    min_steps: int = Field(ge=0, description="small sets train more epochs, to this many steps")
+    patience: int | None = Field(ge=1)
+    validation_fraction: float = Field(ge=0, lt=1)
+    lr_schedule: Literal["onecycle", "cosine"] | None
+    seed: int
+    device: str
+    nproc: int = Field(ge=1, description="data-parallel processes under torchrun; 1: one process")
+    amp: bool = Field(description="bf16 autocast on CUDA (ignored on the CPU)")
+    compile: bool = Field(description="torch.compile the module")
+    augment: AugmentParams | None = Field(description="image entries: augmentation; null: off")
     ema: float | None = Field(gt=0, lt=1, description="EMA decay of the weights; null: off")
     label_smoothing: float = Field(ge=0, lt=1)
 
+    @field_validator("batch_size")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or auto")
+        return value
+
 
 class EvaluateParams(Section):
-    n_worst: int = Field(ge=1, description="misclassified test digits shown in the figure")
-    label_names: dict[str, str] | None = Field(
-        description="how figures show each label (USPS: '1'..'10' are digits 0..9); null: as is"
-    )
-    tta: bool = Field(description="test-time augmentation: average the image and its shifts")
+    n_worst: int = Field(ge=1, description="misclassified test images shown in the figure")
+    tta: bool = Field(description="image entries: average the image and its 1-pixel shifts")
 
 
-class LogisticRegressionParams(Section):
-    C: float = Field(gt=0)
+class LinearParams(Section):
+    C: float = Field(gt=0, description="LogisticRegression's inverse regularisation")
+    alpha: float = Field(gt=0, description="Ridge's regularisation")
     max_iter: int = Field(ge=1)
 
 
@@ -118,82 +131,93 @@ class HistGradientBoostingParams(Section):
 
 class BaselinesParams(Section):
     seed: int
-    logistic_regression: LogisticRegressionParams
-    random_forest: RandomForestParams
-    svc: SVCParams
-    hist_gradient_boosting: HistGradientBoostingParams
-
-
-class TabularDataset(Section):
-    data_id: int = Field(gt=0)
-    target: str
-    task: Literal["classification", "regression"]
-    drop: list[str] = Field(description="columns removed before preprocessing (ids, leaks)")
-    train: dict[str, Any] = Field(
-        default_factory=dict,
-        description="this data set's overrides of tabular.train (e.g. {max_epochs: 30})",
-    )
-
-
-class TabularSplitParams(Section):
-    test_size: float = Field(gt=0, lt=1)
-    seed: int
-
-
-class TabularPreprocessParams(Section):
-    numeric_imputer: Literal["median", "mean", "knn"]
-    scaler: Literal["standard", "minmax", "robust", "none"]
-    min_frequency: int | float | None = Field(description="rarer categories are grouped")
-    numeric_encoding: Literal["none", "piecewise_linear"] = Field(
-        description="piecewise_linear adds target-aware bin encodings of the numeric columns"
-    )
-    n_bins: int = Field(ge=2, description="bins per numeric column for piecewise_linear")
-
-
-class TabularTrainParams(TrainingParams):
-    hidden_sizes: list[int]
-    dropout: float = Field(ge=0, lt=1)
-    activation: str
-
-
-class LinearParams(Section):
-    C: float = Field(gt=0, description="LogisticRegression's inverse regularisation")
-    alpha: float = Field(gt=0, description="Ridge's regularisation")
-    max_iter: int = Field(ge=1)
-
-
-class TabularBaselinesParams(Section):
-    seed: int
     linear: LinearParams
     random_forest: RandomForestParams
     hist_gradient_boosting: HistGradientBoostingParams
+    svc: SVCParams = Field(description="image entries only (an RBF SVM on the pixels)")
 
 
-def tabular_train(base: TabularTrainParams, overrides: dict[str, Any]) -> TabularTrainParams:
-    """tabular.train with one data set's overrides applied, validated like the section itself."""
-    return TabularTrainParams.model_validate(base.model_dump() | dict(overrides))
+# the shared sections an entry may override, and the model each is validated with
+OVERRIDABLE: dict[str, type[Section]] = {
+    "split": SplitParams,
+    "preprocess": PreprocessParams,
+    "train": TrainParams,
+    "evaluate": EvaluateParams,
+    "baselines": BaselinesParams,
+}
 
 
-class TabularParams(Section):
-    datasets: dict[str, TabularDataset]
-    split: TabularSplitParams
-    preprocess: TabularPreprocessParams
-    train: TabularTrainParams
-    baselines: TabularBaselinesParams
+SOURCES = "data/sources"  # local sources: data/sources/<source>/..., a dep of every fetch stage
+
+
+class DatasetEntry(Section):
+    """One data set of the registry: where it comes from, what to predict, and any overrides."""
+
+    source: Literal["openml", "file", "images", "sklearn"]
+    data_id: int | None = Field(None, gt=0, description="source openml: the OpenML data id")
+    path: str | None = Field(None, description="source file (CSV/parquet) or images (a folder)")
+    name: str | None = Field(None, description="source sklearn: a loader, e.g. load_digits")
+    target: str = Field(description="the column to predict (images: the class folder's name)")
+    task: Literal["classification", "regression"]
+    drop: list[str] = Field([], description="columns removed before preprocessing (ids, leaks)")
+    modality: Literal["tabular", "image"] = "tabular"
+    image_shape: tuple[int, int] | None = Field(None, description="image entries: (height, width)")
+    channels: Literal[1, 3] = Field(1, description="image entries: 1 (grey) or 3 (RGB)")
+    label_names: dict[str, str] | None = Field(None, description="how figures show each label")
+    split: dict[str, Any] = {}
+    preprocess: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    evaluate: dict[str, Any] = {}
+    baselines: dict[str, Any] = {}
 
     @model_validator(mode="after")
-    def _check_train_overrides(self) -> TabularParams:
-        for name, spec in self.datasets.items():
-            try:
-                tabular_train(self.train, spec.train)
-            except ValidationError as exc:
-                problems = "\n  ".join(
-                    f"tabular.datasets.{name}.train.{'.'.join(map(str, e['loc']))}: "
-                    + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-                    for e in exc.errors()
+    def _consistent(self) -> DatasetEntry:
+        needs = {"openml": "data_id", "file": "path", "images": "path", "sklearn": "name"}
+        if getattr(self, needs[self.source]) is None:
+            raise ValueError(f"source {self.source} needs {needs[self.source]}")
+        if self.path is not None:
+            folder = f"{SOURCES}/{self.source}/"
+            if not PurePosixPath(self.path).as_posix().startswith(folder):
+                raise ValueError(
+                    f"path {self.path!r} must lie under {folder} (the folder that the entry's "
+                    "fetch stage depends on; see data/sources/README.md)"
                 )
-                raise ValueError(problems) from None
+        if self.source == "images" and self.modality != "image":
+            raise ValueError("source images needs modality: image")
+        if self.modality == "image":
+            if self.image_shape is None:
+                raise ValueError("modality image needs image_shape: [height, width]")
+            if self.task != "classification":
+                raise ValueError("modality image supports task classification only")
+            if min(self.image_shape) < 4:
+                raise ValueError(f"image_shape {list(self.image_shape)}: each side must be >= 4")
+        elif self.image_shape is not None or self.channels != 1:
+            raise ValueError("image_shape and channels are for modality image only")
         return self
+
+    @property
+    def n_pixels(self) -> int:
+        assert self.image_shape is not None
+        return self.channels * self.image_shape[0] * self.image_shape[1]
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve(shared: Section, entry: DatasetEntry, section: str) -> Any:
+    """A shared section with one entry's overrides of it applied, validated like the section."""
+    overrides = getattr(entry, section)
+    if not overrides:
+        return shared
+    return OVERRIDABLE[section].model_validate(_merged(shared.model_dump(), overrides))
 
 
 # joblib's threading backend runs fits side by side in one process, where they draw their initial
@@ -225,6 +249,7 @@ class ParallelParams(Section):
 
 
 class CVParams(Section):
+    dataset: str = Field(description="the entry of datasets to cross-validate")
     folds: int = Field(ge=2, description="StratifiedKFold splits")
     scoring: list[str] = Field(min_length=1, description="sklearn scorer names")
     max_rows: int | None = Field(ge=2, description="stratified subset of train; null: all rows")
@@ -245,6 +270,7 @@ class HalvingParams(Section):
 
 
 class TuneParams(Section):
+    dataset: str = Field(description="the entry of datasets to search on")
     method: Literal["grid", "random", "halving_grid", "halving_random"]
     estimator: dict[str, Any] = Field(
         description="fixed TorchClassifier params (module, max_epochs, ...); the rest default"
@@ -262,15 +288,42 @@ class TuneParams(Section):
 
 
 class Params(Section):
+    datasets: dict[str, DatasetEntry] = Field(min_length=1)
     fetch: FetchParams
     split: SplitParams
     preprocess: PreprocessParams
     train: TrainParams
     evaluate: EvaluateParams
     baselines: BaselinesParams
-    tabular: TabularParams
     cv: CVParams
     tune: TuneParams
+
+    @model_validator(mode="after")
+    def _check_entries(self) -> Params:
+        problems = []
+        for name, entry in self.datasets.items():
+            if not name.replace("-", "").replace("_", "").isalnum():
+                problems.append(f"datasets.{name}: a name of letters, digits, - and _ only")
+            for section in OVERRIDABLE:
+                try:
+                    resolve(getattr(self, section), entry, section)
+                except ValidationError as exc:
+                    problems += [
+                        f"datasets.{name}.{section}.{'.'.join(map(str, e['loc']))}: "
+                        + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+                        for e in exc.errors()
+                    ]
+        for section in ("cv", "tune"):
+            name = getattr(self, section).dataset
+            if name not in self.datasets:
+                problems.append(
+                    f"{section}.dataset: {name!r} is not in datasets {list(self.datasets)}"
+                )
+            elif self.datasets[name].task != "classification":
+                problems.append(f"{section}.dataset: {name!r} is not a classification entry")
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -315,7 +368,7 @@ def _describe(error: dict) -> str:
         return f"{key}: missing"
     if error["type"] == "value_error":  # a validator's message; ours name the full key paths
         message = error["msg"].removeprefix("Value error, ")
-        return message if message.startswith(f"{key}.") else f"{key}: {message}"
+        return message if not key or message.startswith(f"{key}.") else f"{key}: {message}"
     return f"{key}: {error['msg']} (got {error.get('input')!r})"
 
 

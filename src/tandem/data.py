@@ -88,8 +88,10 @@ def split_frame(
     test_size: float,
     seed: int,
     n_train: int,
+    stratify: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train/test split: ``random`` (stratified, seeded) or ``ordered`` (first n_train rows)."""
+    """Train/test split: ``random`` (seeded; stratified by the target when ``stratify`` and every
+    class has two rows) or ``ordered`` (the first n_train rows train)."""
     if target not in frame.columns:
         raise DataError(
             f"target column {target!r} is not in the data ({list(frame.columns)[:10]}…)"
@@ -104,9 +106,9 @@ def split_frame(
         raise DataError(f"split.method must be 'random' or 'ordered'; got {method!r}")
     y = frame[target]
     counts = y.value_counts()
-    stratify = y if counts.min() >= 2 and y.dtype.kind not in "fc" else None
+    strata = y if stratify and counts.min() >= 2 and y.dtype.kind not in "fc" else None
     idx_train, idx_test = train_test_split(
-        np.arange(len(frame)), test_size=test_size, random_state=seed, stratify=stratify
+        np.arange(len(frame)), test_size=test_size, random_state=seed, stratify=strata
     )
     return (
         frame.iloc[np.sort(idx_train)].reset_index(drop=True),

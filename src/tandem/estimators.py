@@ -272,6 +272,15 @@ class _TorchEstimator(BaseEstimator):
         if self.ema is not None and not (number(self.ema) and 0 < self.ema < 1):
             raise bad("ema", "None or a decay in (0, 1), e.g. 0.999")
 
+    def _image_shape(self, n_features: int) -> tuple[int, int, int]:
+        """(C, H, W) of the rows: ``augment__shape``, else the module's ``image_shape`` and
+        ``in_channels``, else a square one-channel image."""
+        shape = self._prefixed("augment").get("shape")
+        module_kwargs = self._prefixed("module")
+        if shape is None and module_kwargs.get("image_shape") is not None:
+            shape = [module_kwargs.get("in_channels", 1), *module_kwargs["image_shape"]]
+        return training.image_shape(n_features, shape)
+
     def _build_augment(self, n_features: int) -> training.Augment | None:
         """augment="affine" with its ``augment__*`` ranges (degrees, fractions, pixels)."""
         kwargs = self._prefixed("augment")
@@ -284,7 +293,8 @@ class _TorchEstimator(BaseEstimator):
                 f"Unknown augment {self.augment!r}; choose None or one of {list(AUGMENTS)}."
                 + nearest_hint(str(self.augment), list(AUGMENTS))
             )
-        shape = training.image_shape(n_features, kwargs.pop("shape", None))
+        kwargs.pop("shape", None)
+        shape = self._image_shape(n_features)
         names = [f for f in training.Augment.__dataclass_fields__ if f != "shape"]
         for key, value in kwargs.items():
             if key not in names:
@@ -811,10 +821,10 @@ class TorchClassifier(ClassifierMixin, _TorchEstimator):
 
     def predict_proba_tta(self, X) -> np.ndarray:
         """Test-time augmentation: class probabilities averaged over the image and its one-pixel
-        shifts (``training.tta_views``). Rows are images of ``augment__shape`` (or square)."""
+        shifts (``training.tta_views``). Rows are images of the shape ``_image_shape`` says."""
         check_is_fitted(self, "module_")
         X = self._validate_X(X, reset=False)
-        shape = training.image_shape(X.shape[1], self._prefixed("augment").get("shape"))
+        shape = self._image_shape(X.shape[1])
         proba = training.predict_tta(self.module_, self._tensor(X, torch.float32), shape)
         return proba.cpu().numpy()
 

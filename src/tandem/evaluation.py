@@ -268,7 +268,7 @@ def plot_worst_digits(
     classes: Sequence[Any],
     path: PathLike,
     n: int = 25,
-    side: int = 16,
+    shape: Sequence[int] = (16, 16),
     *,
     label_names: Mapping[Any, str] | None = None,
     cmap: str = "gray",
@@ -277,13 +277,15 @@ def plot_worst_digits(
     (p=0.97)".
 
     Why these: confident mistakes show what the model finds hard (ambiguous digits, mislabels),
-    which accuracy alone hides. ``images`` are flat rows of ``side * side`` pixels (the raw
-    features, not the scaled ones).
+    which accuracy alone hides. ``images`` are flat rows of pixels (the raw features, not the
+    scaled ones) of ``shape``: (height, width), or (channels, height, width) channel-major.
     """
     x = np.asarray(images, dtype=float)
-    if x.ndim != 2 or x.shape[1] != side * side:
+    dims = (1, *shape) if len(shape) == 2 else tuple(shape)
+    if x.ndim != 2 or x.shape[1] != math.prod(dims):
         raise ValueError(
-            f"images must be flat rows of side*side = {side * side} pixels; got {x.shape}"
+            f"images must be flat rows of {' x '.join(map(str, dims))} = {math.prod(dims)} "
+            f"pixels; got {x.shape}"
         )
     y_true, y_pred = _labels(y_true), _labels(y_pred)
     if x.shape[0] != len(y_true):
@@ -307,7 +309,12 @@ def plot_worst_digits(
     for ax in axes:
         ax.axis("off")
     for ax, i in zip(axes, idx, strict=False):
-        ax.imshow(x[i].reshape(side, side), cmap=cmap, interpolation="nearest")
+        image = x[i].reshape(dims)
+        if dims[0] == 1:
+            ax.imshow(image[0], cmap=cmap, interpolation="nearest")
+        else:  # colour: channels last, stretched to [0, 1]
+            image = image.transpose(1, 2, 0)
+            ax.imshow((image - image.min()) / max(np.ptp(image), 1e-12), interpolation="nearest")
         true, pred = _display(y_true[i], label_names), _display(y_pred[i], label_names)
         ax.set_title(f"true {true} / pred {pred}\n(p={conf[i]:.2f})", fontsize=8)
     return save_figure(fig, path)

@@ -374,7 +374,7 @@ def build_onnx(pipe: Pipeline):
         "layout": "columns" if pipe.categorical else "matrix",
         # skl2onnx renames inputs ("education-num" -> "education_num"); columns map to them
         "input_names": [i.name for i in prep.graph.input],
-        "image_side": 16 if pipe.is_image else None,
+        "image_shape": list(pipe.image_shape) if pipe.is_image else None,
     }
     helper.set_model_props(merged, {METADATA_KEY: json.dumps(meta)})
     merged.producer_name = "tandem"

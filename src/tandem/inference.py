@@ -1,20 +1,21 @@
 """Use a trained pipeline on new data: load the artifacts, check the input, predict, write.
 
-A model directory is what the pipeline writes for one data set (``models/`` for USPS,
-``models/tabular/<name>/`` for a tabular set): ``preprocessor.skops`` (the fitted sklearn
+A model directory is what the pipeline writes for one data set (``models/<name>/``):
+``preprocessor.skops`` (the fitted sklearn
 preprocessor, read by skops with trusted types only) and ``model/`` (the torch estimator: JSON +
 safetensors), and after the export stage ``model.onnx``. Loading never unpickles anything.
 
 The same checks guard every route in (``tandem predict``, ``tandem serve``, the export parity
 check): missing columns are named, numbers must be numbers, and images are turned into rows
-exactly the way USPS's pixels are scaled (16x16, light ink on a dark background, each image
-stretched to [-1, 1]).
+exactly the way an image data set's training images were (resized to the model's image shape,
+light ink on a dark background when grey, each image stretched to [-1, 1]).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,6 @@ PREPROCESSOR = "preprocessor.skops"
 MODEL = "model"
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
-IMAGE_SIDE = 16
 IMAGE_SUFFIXES = (".png",)
 TABLE_SUFFIXES = (".csv", ".parquet")
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".json")
@@ -68,9 +68,22 @@ class Pipeline:
         return [str(c) for c in self.preprocessor.feature_names_in_]
 
     @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(channels, height, width) of an image model's rows, else None: the module's
+        ``image_shape`` (and ``in_channels``) when it has one, else a square count of numeric
+        columns with no column transformer (a one-channel image, as USPS's 16x16 pixels)."""
+        if self.categorical:
+            return None
+        params = self.estimator.get_params(deep=False)
+        if params.get("module__image_shape") is not None:
+            height, width = params["module__image_shape"]
+            return int(params.get("module__in_channels", 1)), int(height), int(width)
+        side = math.isqrt(len(self.feature_names))
+        return (1, side, side) if side * side == len(self.feature_names) and side >= 4 else None
+
+    @property
     def is_image(self) -> bool:
-        """USPS-like: IMAGE_SIDE² numeric pixel columns and no column transformer."""
-        return not self.categorical and len(self.feature_names) == IMAGE_SIDE**2
+        return self.image_shape is not None
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Class probabilities (classification) or predictions (regression), float64."""
@@ -110,7 +123,7 @@ def load(model_dir: str | Path) -> Pipeline:
     if not (model_dir / PREPROCESSOR).is_file() or not (model_path / "config.json").is_file():
         raise FileNotFoundError(
             f"{model_dir} is not a model directory: it needs {PREPROCESSOR} and {MODEL}/ "
-            "(models/ for USPS, models/tabular/<name>/ for a tabular data set)"
+            "(models/<name>/ for an entry of params.yaml's datasets)"
         )
     config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
     cls = TorchRegressor if config.get("estimator") == "TorchRegressor" else TorchClassifier
@@ -247,7 +260,7 @@ def result_frame(pipe: Pipeline, proba: np.ndarray) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------ images
 def scale_image(pixels: np.ndarray) -> np.ndarray:
-    """A 16x16 grey image (any range) -> a USPS row: each image stretched to exactly [-1, 1].
+    """A grey image's pixels (any range) -> a row: each image stretched to exactly [-1, 1].
 
     USPS's pixels are per image min-max scaled (every image holds -1 and 1), so the same is done
     here; a blank image has no ink and is refused.
@@ -258,11 +271,13 @@ def scale_image(pixels: np.ndarray) -> np.ndarray:
         raise InputError(f"{exc}: no digit to read") from None
 
 
-def image_to_row(image) -> np.ndarray:
-    """A PIL image -> a USPS row: greyscale, light ink on dark, resized to 16x16, scaled, exactly
-    as an ``images`` data source reads its training images (``tandem.data.image_pixels``)."""
+def image_to_row(image, shape: tuple[int, int, int] = (1, 16, 16)) -> np.ndarray:
+    """A PIL image -> a row of ``shape`` (channels, height, width): resized, light ink on dark
+    when grey, scaled, exactly as an ``images`` data source reads its training images
+    (``tandem.data.image_pixels``)."""
+    channels, height, width = shape
     try:
-        return data.image_pixels(image, (IMAGE_SIDE, IMAGE_SIDE), channels=1)
+        return data.image_pixels(image, (height, width), channels=channels)
     except data.DataError as exc:
         raise InputError(f"{exc}: no digit to read" if "blank" in str(exc) else str(exc)) from None
 
@@ -280,16 +295,17 @@ def read_images(paths: Sequence[Path], pipe: Pipeline) -> pd.DataFrame:
     """PNG files -> one row per image in the model's pixel columns, plus a ``file`` column."""
     from PIL import Image, UnidentifiedImageError
 
-    if not pipe.is_image:
+    shape = pipe.image_shape
+    if shape is None:
         raise InputError(
-            f"images need a USPS-like model ({IMAGE_SIDE}x{IMAGE_SIDE} pixel features); this "
-            f"model takes {len(pipe.feature_names)} columns"
+            f"images need a model trained on an image data set; this model takes "
+            f"{len(pipe.feature_names)} columns"
         )
     rows = []
     for path in paths:
         try:
             with Image.open(path) as image:
-                rows.append(image_to_row(image))
+                rows.append(image_to_row(image, shape))
         except (UnidentifiedImageError, OSError) as exc:
             raise InputError(f"{path} is not a readable image ({exc})") from None
         except InputError as exc:

@@ -106,14 +106,31 @@ def apply_init(module: nn.Module, init: str | None) -> nn.Module:
     return module
 
 
-def _image_side(n_features: int, name: str) -> int:
-    side = math.isqrt(n_features)
-    if side * side != n_features or side % 4:
+def image_dims(
+    n_features: int,
+    image_shape: Sequence[int] | None = None,
+    channels: int = 1,
+    *,
+    where: str = "",
+    hint: str = "give module__image_shape=[height, width] (and module__in_channels)",
+) -> tuple[int, int, int]:
+    """(channels, height, width) of flat image rows (channel-major): ``image_shape`` (height,
+    width) when given, else a square one-channel image (256 features -> 1 x 16 x 16). Each side
+    must be at least 4 (two 2x2 poolings); ``where`` prefixes the error, ``hint`` ends it."""
+    if image_shape is None:
+        side = math.isqrt(n_features)
+        if side * side != n_features:
+            raise ValueError(
+                f"{where}{n_features} features are not a square one-channel image; {hint}"
+            )
+        image_shape, channels = (side, side), 1
+    height, width = (int(d) for d in image_shape)
+    if channels * height * width != n_features or min(height, width) < 4:
         raise ValueError(
-            f"module {name!r} needs square images with a side divisible by 4 "
-            f"(e.g. 256 = 16x16 features); got {n_features} features"
+            f"{where}image_shape {[height, width]} x {channels} channel(s) does not hold "
+            f"{n_features} features (each side must be at least 4)"
         )
-    return side
+    return int(channels), height, width
 
 
 class Reshape(nn.Module):
@@ -138,14 +155,16 @@ def usps_cnn(
     activation: str = "relu",
     dropout: float = 0.2,
     init: str | None = None,
+    image_shape: Sequence[int] | None = None,
+    in_channels: int = 1,
 ) -> nn.Module:
     """The seed-004 network: conv 32-64-128 (3x3, pad 1), pool after the first two, FC 256."""
-    side = _image_side(n_features, "usps_cnn")
+    c, height, width = image_dims(n_features, image_shape, in_channels, where="module 'usps_cnn': ")
     act = lambda: make_activation(activation)  # noqa: E731
-    flat = 128 * (side // 4) ** 2
+    flat = 128 * (height // 4) * (width // 4)
     net = nn.Sequential(
-        Reshape(1, side, side),
-        nn.Conv2d(1, 32, 3, padding=1), act(), nn.MaxPool2d(2),
+        Reshape(c, height, width),
+        nn.Conv2d(c, 32, 3, padding=1), act(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding=1), act(), nn.MaxPool2d(2),
         nn.Conv2d(64, 128, 3, padding=1), act(),
         nn.Flatten(),
@@ -165,13 +184,15 @@ def cnn(
     activation: str = "relu",
     dropout: float = 0.3,
     init: str | None = None,
+    image_shape: Sequence[int] | None = None,
+    in_channels: int = 1,
 ) -> nn.Module:
-    """A stronger image network: two blocks of (conv-BN-act) x2 + pool, then a small head."""
-    side = _image_side(n_features, "cnn")
+    """A stronger image network: two blocks of (conv-BN-act) x2 + pool, then a small head.
+    ``channels`` are the blocks' widths; ``in_channels`` the image's (1 grey, 3 RGB)."""
+    c_in, height, width = image_dims(n_features, image_shape, in_channels, where="module 'cnn': ")
     if len(channels) != 2:
         raise ValueError(f"cnn: channels must hold two numbers, got {tuple(channels)}")
-    layers: list[nn.Module] = [Reshape(1, side, side)]
-    c_in = 1
+    layers: list[nn.Module] = [Reshape(c_in, height, width)]
     for c in channels:
         for _ in range(2):
             layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)]
@@ -181,7 +202,7 @@ def cnn(
     layers += [
         nn.Flatten(),
         nn.Dropout(dropout),
-        nn.Linear(c_in * (side // 4) ** 2, hidden),
+        nn.Linear(c_in * (height // 4) * (width // 4), hidden),
         make_activation(activation),
         nn.Dropout(dropout),
         nn.Linear(hidden, n_outputs),

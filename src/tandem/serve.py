@@ -4,8 +4,8 @@
 
 - ``{"rows": [{"column": value, ...}, ...]}``: named raw columns (any model);
 - ``{"instances": [[v1, v2, ...], ...]}``: values in the order of ``/metadata``'s feature names;
-- ``{"images": ["<base64 PNG>", ...]}`` or ``{"pixels": [[[16 rows of 16 values]], ...]}``:
-  digits, for an image model (USPS), scaled exactly like ``tandem predict`` scales PNGs.
+- ``{"images": ["<base64 PNG>", ...]}`` or ``{"pixels": [[[H rows of W values]], ...]}``:
+  images, for an image model (USPS: 16x16), scaled exactly like ``tandem predict`` scales PNGs.
 
 Every malformed request gets a 4xx answer that says what is wrong (422: wrong feature count,
 missing column, NaN/infinity, not a number, bad image; 413: batch larger than ``max_batch``);
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tandem import inference
 from tandem.export import OnnxModel
-from tandem.inference import IMAGE_SIDE, InputError, Pipeline
+from tandem.inference import InputError, Pipeline
 
 Backend = Literal["onnx", "torch"]
 DEFAULT_MAX_BATCH = 1024
@@ -47,7 +47,8 @@ class PredictRequest(BaseModel):
     )
     images: list[str] | None = Field(default=None, description="base64-encoded PNG digits")
     pixels: list[list[list[float]]] | None = Field(
-        default=None, description="16x16 grey images (any range; light ink on dark or not)"
+        default=None,
+        description="grey images of the model's height x width (any range, either polarity)",
     )
 
 
@@ -124,20 +125,23 @@ class Predictor:
         return pd.DataFrame(array, columns=self.pipe.feature_names)
 
     def _images(self, images: list, pixels: bool = False) -> pd.DataFrame:
-        if not self.pipe.is_image:
+        shape = self.pipe.image_shape
+        if shape is None:
             raise InputError("this model does not take images; send rows or instances")
+        channels, height, width = shape
         rows = []
         for i, image in enumerate(images):
             try:
                 if pixels:
                     grid = np.asarray(image, dtype=np.float64)
-                    if grid.shape != (IMAGE_SIDE, IMAGE_SIDE) or not np.isfinite(grid).all():
+                    want = (height, width) if channels == 1 else (channels, height, width)
+                    if grid.shape != want or not np.isfinite(grid).all():
                         raise InputError(
-                            f"must be {IMAGE_SIDE}x{IMAGE_SIDE} finite numbers, got {grid.shape}"
+                            f"must be {' x '.join(map(str, want))} finite numbers, got {grid.shape}"
                         )
                     rows.append(inference.scale_image(grid))
                 else:
-                    rows.append(inference.image_to_row(image))
+                    rows.append(inference.image_to_row(image, shape))
             except InputError as exc:
                 raise InputError(f"image {i}: {exc}") from None
         if not rows:

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tandem import models
+
 EVAL_BATCH_SIZE = 4096
 
 
@@ -157,19 +159,15 @@ def seed_from(random_state: Any) -> int:
 def image_shape(n_features: int, shape: Sequence[int] | None = None) -> tuple[int, int, int]:
     """(channels, height, width) of flat image rows: ``shape`` as (H, W) or (C, H, W), else a
     square one-channel image (256 features -> 1 x 16 x 16)."""
-    if shape is None:
-        side = math.isqrt(n_features)
-        if side * side != n_features:
-            raise ValueError(
-                f"{n_features} features are not a square one-channel image; give the image "
-                "shape (augment__shape=[height, width] or [channels, height, width])"
-            )
-        return (1, side, side)
-    dims = tuple(int(d) for d in shape)
-    dims = (1, *dims) if len(dims) == 2 else dims
-    if len(dims) != 3 or math.prod(dims) != n_features or min(dims) < 1:
-        raise ValueError(f"image shape {list(shape)} does not hold {n_features} features")
-    return dims  # type: ignore[return-value]
+    channels, dims = 1, None if shape is None else [int(d) for d in shape]
+    if dims is not None and len(dims) == 3:
+        channels, dims = dims[0], dims[1:]
+    if dims is not None and len(dims) != 2:
+        raise ValueError(f"image shape {list(shape)} must be [height, width] or [c, h, w]")
+    return models.image_dims(
+        n_features, dims, channels,
+        hint="give the image shape (augment__shape=[height, width] or [channels, height, width])",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -322,6 +320,22 @@ def n_steps(n: int, batch_size: int, world: int = 1) -> int:
     (BatchNorm cannot train on one row; an empty share cannot be transformed)."""
     steps, rest = divmod(n, batch_size)
     return steps + (1 if rest >= 2 * world or (rest and steps == 0) else 0)
+
+
+def fit_length(
+    n: int, batch_size: int | str, max_epochs: int, min_steps: int = 0
+) -> tuple[int, int]:
+    """``(batch_size, epochs)`` that suit ``n`` training rows: ``batch_size="auto"`` is about n/64
+    rounded down to a power of 2, between 16 and 256 (so an epoch is about 64 steps, fewer on a
+    large set); ``epochs`` is ``max_epochs``, raised until the fit takes ``min_steps`` steps, so
+    that a small set still gets enough optimizer steps."""
+    if batch_size == "auto":
+        batch_size = 2 ** int(math.log2(max(n // 64, 1)))
+        batch_size = min(256, max(16, batch_size))
+    elif not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or 'auto', got {batch_size!r}")
+    steps = max(math.ceil(n / batch_size), 1)
+    return batch_size, max(max_epochs, math.ceil(min_steps / steps))
 
 
 @torch.inference_mode()
