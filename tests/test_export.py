@@ -200,3 +200,29 @@ def test_export_is_byte_identical_for_the_same_model(usps_dir, tmp_path):
         copies.append(model_dir)
     for out in ("model.onnx", "model.torchscript.pt"):
         assert (copies[0] / out).read_bytes() == (copies[1] / out).read_bytes(), out
+
+
+def test_an_all_numeric_tabular_model_exports_with_named_columns(tmp_path):
+    """A ColumnTransformer over numbers only (no categorical column) is fed by column, not as an
+    image-like matrix, and its NaNs are imputed in the graph as in Python."""
+    from sklearn.datasets import load_wine
+
+    from tandem import TorchClassifier, features
+
+    frame = load_wine(as_frame=True).frame
+    X, y = frame.drop(columns="target"), frame["target"]
+    prep = features.build_tabular_preprocessor(X, numeric_encoding="piecewise_linear", n_bins=4)
+    prep = prep.set_output(transform="pandas").fit(X, y)
+    model = TorchClassifier(module__hidden_sizes=(16,), max_epochs=3, random_state=0)
+    model.fit(prep.transform(X), y)
+    models = tmp_path / "wine"
+    features.save_transformer(prep, models / "preprocessor.skops")
+    model.save(models / "model")
+    pipe = inference.load(models)
+    assert pipe.by_columns and not pipe.categorical and not pipe.is_image
+    test = X.head(20).copy()
+    test.iloc[0, 0] = np.nan  # imputed, in Python and in the graph
+    report = export.export(pipe, test)
+    assert report["passed"], report
+    onnx_model = inference.OnnxModel(models / "model.onnx")
+    assert onnx_model.meta["layout"] == "columns"

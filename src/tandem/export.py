@@ -4,9 +4,9 @@ The fitted sklearn preprocessor is converted with skl2onnx, the torch network wi
 (dynamic batch axis, softmax appended), and the two graphs are merged into one, so that a
 deployment applies exactly the preprocessing used in training. Inputs are the raw columns:
 
-- a model over numbers only (USPS) takes one float tensor ``features`` of shape (N, F), in the
-  column order of ``feature_names`` (stored in the file's metadata);
-- a ColumnTransformer model (tabular) takes one input per raw column, named as the column:
+- an image model (a scaler over the pixels) takes one float tensor ``features`` of shape (N, F),
+  in the column order of ``feature_names`` (stored in the file's metadata);
+- a ColumnTransformer model (tabular, numbers only or not) takes one input per raw column:
   float (N, 1) for numeric columns (NaN is imputed in the graph), string (N, 1) for categorical
   ones (the empty string stands for a missing value).
 
@@ -194,7 +194,7 @@ def preprocessor_onnx(pipe: Pipeline):
     for step in _steps(pipe.preprocessor):
         if isinstance(step, FunctionTransformer) and step.func is not None:
             raise NotImplementedError(f"cannot export a FunctionTransformer with func={step.func}")
-    if pipe.categorical:
+    if pipe.by_columns:  # one named input per raw column, as the ColumnTransformer reads them
         kind = {name: StringTensorType([None, 1]) for name in pipe.categorical}
         types = [(name, kind.get(name, FloatTensorType([None, 1]))) for name in pipe.feature_names]
     else:
@@ -328,6 +328,9 @@ def build_onnx(pipe: Pipeline):
     from onnx import TensorProto, compose, helper
 
     prep = preprocessor_onnx(pipe)
+    version = {o.domain: o.version for o in prep.opset_import}.get("", OPSET)
+    if version < OPSET:  # skl2onnx takes the lowest opset its ops need; the network has OPSET
+        prep = onnx.version_converter.convert_version(prep, OPSET)
     (prep_out,) = [o.name for o in prep.graph.output]
     width = prep.graph.output[0].type.tensor_type.shape.dim[1].dim_value
     if width != pipe.estimator.n_features_in_:
@@ -371,7 +374,7 @@ def build_onnx(pipe: Pipeline):
         "feature_names": pipe.feature_names,
         "numeric": pipe.numeric,
         "categorical": pipe.categorical,
-        "layout": "columns" if pipe.categorical else "matrix",
+        "layout": "columns" if pipe.by_columns else "matrix",
         # skl2onnx renames inputs ("education-num" -> "education_num"); columns map to them
         "input_names": [i.name for i in prep.graph.input],
         "image_shape": list(pipe.image_shape) if pipe.is_image else None,

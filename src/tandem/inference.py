@@ -68,11 +68,17 @@ class Pipeline:
         return [str(c) for c in self.preprocessor.feature_names_in_]
 
     @property
+    def by_columns(self) -> bool:
+        """A tabular preprocessor (a ColumnTransformer: named columns, imputation), as against a
+        scaler over a matrix of numbers (image pixels)."""
+        return hasattr(self.preprocessor, "transformers_")
+
+    @property
     def image_shape(self) -> tuple[int, int, int] | None:
         """(channels, height, width) of an image model's rows, else None: the module's
         ``image_shape`` (and ``in_channels``) when it has one, else a square count of numeric
-        columns with no column transformer (a one-channel image, as USPS's 16x16 pixels)."""
-        if self.categorical:
+        columns under a plain scaler (a one-channel image, as USPS's 16x16 pixels)."""
+        if self.by_columns:
             return None
         params = self.estimator.get_params(deep=False)
         if params.get("module__image_shape") is not None:
@@ -231,10 +237,10 @@ def prepare_frame(frame: pd.DataFrame, pipe: Pipeline) -> pd.DataFrame:
         if np.isinf(values.to_numpy()).any():
             raise InputError(f"column {name!r} holds an infinite value")
         out[name] = values.to_numpy()
-    if not pipe.categorical:
+    if not pipe.by_columns:
         X = pd.DataFrame(out, columns=names)
         nan = X.isna().any()
-        if nan.any():  # USPS's scaler does not impute
+        if nan.any():  # an image scaler does not impute
             raise InputError(f"column {nan[nan].index[0]!r} has missing values (NaN)")
         return X
     for name in pipe.categorical:

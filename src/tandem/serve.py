@@ -100,7 +100,7 @@ class Predictor:
                         f"features (see /metadata)"
                     )
             _check_values((v for row in request.instances for v in row), self.pipe)
-            if self.pipe.categorical:
+            if self.pipe.by_columns:
                 frame = pd.DataFrame(request.instances, columns=names, dtype=object)
             else:
                 return self._matrix(request.instances)
