@@ -21,8 +21,9 @@ its budget instead: activation x optimizer x initialisation x batch size, 3 valu
 candidates); the exhaustive search trains every candidate for the full ``--epochs``.
 
 Data: USPS (OpenML 41070) from the offline cache (copied to a temporary folder first;
-``--data-home`` or ``SCIKIT_LEARN_DATA`` to use another), stratified 70/30 split with seed 11 as in
-the pipeline, then a stratified ``--train-rows`` subset of train; the whole test split is scored.
+``--data-home`` or ``SCIKIT_LEARN_DATA`` to use another), stratified 70/30 split with seed 11 (the
+pipeline's split before the registry; its numbers were measured on it), then a stratified
+``--train-rows`` subset of train; the whole test split is scored.
 
 Halving saves most where the grid is wide and the budget deep: its cost is about (rounds + 1) x
 candidates x 1 epoch against candidates x ``--epochs`` for the grid (81 candidates, 81 epochs: 5

@@ -19,7 +19,7 @@ from sklearn.svm import SVC
 from stages.layout import layout, timings
 from tandem import config, console, data, evaluation, io
 
-PARAMS = ("baselines", "datasets.{name}")
+PARAMS = ("baselines", "datasets.{name}.data", "datasets.{name}.baselines")
 
 
 def build_models(p, task: str, modality: str) -> dict:
@@ -57,11 +57,12 @@ def build_models(p, task: str, modality: str) -> dict:
 
 def run(params, name: str) -> None:
     entry, paths = params.datasets[name], layout(name)
+    spec = entry.data
     models = build_models(
-        config.resolve(params.baselines, entry, "baselines"), entry.task, entry.modality
+        config.resolve(params.baselines, entry, "baselines"), spec.task, spec.modality
     )
-    X_train, y_train = data.xy(io.read_parquet(paths.train_features), entry.target)
-    X_test, y_test = data.xy(io.read_parquet(paths.test_features), entry.target)
+    X_train, y_train = data.xy(io.read_parquet(paths.train_features), spec.target)
+    X_test, y_test = data.xy(io.read_parquet(paths.test_features), spec.target)
     results, seconds = {}, {}
     for model_name, model in models.items():
         with console.status(f"fitting {model_name}"):
@@ -73,7 +74,7 @@ def run(params, name: str) -> None:
             # the rounding (and tied probabilities in ROC AUC) changes run to run: one thread
             # adds them in tree order, and identical runs give identical metrics
             model.set_params(n_jobs=1)
-        if entry.task == "classification":
+        if spec.task == "classification":
             proba = model.predict_proba(X_test)
             pred = model.classes_[proba.argmax(axis=1)]
             scores = evaluation.classification_metrics(

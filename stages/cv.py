@@ -2,7 +2,7 @@
 
 The preprocessor (the entry's preprocess section) and the torch estimator (its train section,
 with cv.max_epochs) are fitted together inside every StratifiedKFold fold, on a stratified
-subset of cv.max_rows rows; each scorer's mean and std over the folds go to metrics/cv.json.
+subset of cv.max_rows rows; each scorer's mean and std over the folds go to search/cv.json.
 """
 
 from stages.layout import layout, timings
@@ -10,20 +10,24 @@ from stages.preprocess import build_preprocessor
 from stages.train import build_estimator
 from tandem import config, console, data, io, search
 
-PARAMS = ("cv", "train", "preprocess", "datasets.{name}")
-METRICS = "metrics/cv.json"
+PARAMS = (
+    "cv", "train", "preprocess", "datasets.{name}.data", "datasets.{name}.train",
+    "datasets.{name}.preprocess",
+)  # fmt: skip
+METRICS = "search/cv.json"
 
 
 def run(params, name: str) -> None:
     p, entry = params.cv, params.datasets[name]
+    spec = entry.data
     search.check_scoring(p.scoring, where="cv.scoring")
     frame = io.read_parquet(layout(name).train)
-    X, y = data.tabular_xy(frame, target=entry.target, drop=entry.drop, task=entry.task)
+    X, y = data.tabular_xy(frame, target=spec.target, drop=spec.drop, task=spec.task)
     X, y = search.subsample(X, y, p.max_rows, p.seed)
-    estimator = build_estimator(config.resolve(params.train, entry, "train"), entry, len(y))
+    estimator = build_estimator(config.resolve(params.train, entry, "train"), spec, len(y))
     if p.max_epochs is not None:
         estimator.set_params(max_epochs=p.max_epochs)
-    prep = build_preprocessor(config.resolve(params.preprocess, entry, "preprocess"), entry, X)
+    prep = build_preprocessor(config.resolve(params.preprocess, entry, "preprocess"), spec, X)
     pipeline = search.make_pipeline(prep, estimator)
     backend = p.parallel
     with (

@@ -8,15 +8,15 @@ confusion figure; image entries the most confidently wrong test images.
 from stages.layout import layout
 from tandem import TorchClassifier, TorchRegressor, config, data, evaluation, io
 
-PARAMS = ("evaluate", "datasets.{name}")
+PARAMS = ("evaluate", "datasets.{name}.data", "datasets.{name}.evaluate")
 
 
 def run(params, name: str) -> None:
     entry, paths = params.datasets[name], layout(name)
-    p = config.resolve(params.evaluate, entry, "evaluate")
-    X, y = data.xy(io.read_parquet(paths.test_features), entry.target)
+    p, spec = config.resolve(params.evaluate, entry, "evaluate"), entry.data
+    X, y = data.xy(io.read_parquet(paths.test_features), spec.target)
     y = y.to_numpy()
-    if entry.task == "regression":
+    if spec.task == "regression":
         model = TorchRegressor.load(paths.model)
         pred = model.predict(X)
         scaler = TorchRegressor.load_target_scaler(paths.model)
@@ -31,21 +31,21 @@ def run(params, name: str) -> None:
         evaluation.plot_learning_curves(model.history_, paths.report("learning_curves"))
         return
     model = TorchClassifier.load(paths.model)
-    tta = p.tta and entry.modality == "image"
+    tta = p.tta and spec.modality == "image"
     proba = model.predict_proba_tta(X) if tta else model.predict_proba(X)
     pred = model.classes_[proba.argmax(axis=1)]
     io.write_json(
         paths.metrics("eval"), evaluation.classification_metrics(y, pred, proba, model.classes_)
     )
-    names = entry.label_names or {}
+    names = p.label_names or {}
     shown = [names.get(str(v), str(v)) for v in y], [names.get(str(v), str(v)) for v in pred]
     io.write_json(paths.plot("predictions"), evaluation.confusion_rows(*shown))
     order = sorted(model.classes_, key=lambda label: names.get(str(label), str(label)))
     evaluation.plot_confusion(y, pred, order, paths.report("confusion"), label_names=names)
     evaluation.plot_learning_curves(model.history_, paths.report("learning_curves"))
-    if entry.modality == "image":
-        images = io.read_parquet(paths.test).drop(columns=[entry.target, *entry.drop])
+    if spec.modality == "image":
+        images = io.read_parquet(paths.test).drop(columns=[spec.target, *spec.drop])
         evaluation.plot_worst_digits(
             images.to_numpy(), y, pred, proba, model.classes_, paths.report("worst"),
-            n=p.n_worst, shape=(entry.channels, *entry.image_shape), label_names=names,
+            n=p.n_worst, shape=(spec.channels, *spec.image_shape), label_names=names,
         )  # fmt: skip

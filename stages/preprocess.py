@@ -7,32 +7,33 @@ chosen from the column types (imputers, scaler, optional piecewise-linear bins, 
 from stages.layout import layout
 from tandem import config, data, features, io
 
-PARAMS = ("preprocess", "datasets.{name}")
+PARAMS = ("preprocess", "datasets.{name}.data", "datasets.{name}.preprocess")
 
 
-def build_preprocessor(p, entry, X_train):
-    """The (unfitted) preprocessor of an entry: by modality, from its preprocess section."""
-    if entry.modality == "image":
+def build_preprocessor(p, spec, X_train):
+    """The (unfitted) preprocessor of an entry (``spec``: its data): by modality, from its
+    (resolved) preprocess section ``p``."""
+    if spec.modality == "image":
         return features.build_preprocessor(p.scaler, p.pca)
     return features.build_tabular_preprocessor(
         X_train, numeric_imputer=p.numeric_imputer, scaler=p.scaler,
         min_frequency=p.min_frequency, numeric_encoding=p.numeric_encoding, n_bins=p.n_bins,
-        task=entry.task,
+        task=spec.task,
     ).set_output(transform="pandas")  # fmt: skip
 
 
 def run(params, name: str) -> None:
     entry, paths = params.datasets[name], layout(name)
-    p = config.resolve(params.preprocess, entry, "preprocess")
+    p, spec = config.resolve(params.preprocess, entry, "preprocess"), entry.data
     train, test = io.read_parquet(paths.train), io.read_parquet(paths.test)
-    X_train, y_train = data.tabular_xy(train, target=entry.target, drop=entry.drop, task=entry.task)
-    X_test, y_test = test[X_train.columns], test[entry.target]  # the columns train kept
-    prep = build_preprocessor(p, entry, X_train)
+    X_train, y_train = data.tabular_xy(train, target=spec.target, drop=spec.drop, task=spec.task)
+    X_test, y_test = test[X_train.columns], test[spec.target]  # the columns train kept
+    prep = build_preprocessor(p, spec, X_train)
     # y is passed so that target-aware encodings (piecewise-linear bins) see it; train only
     train_features = prep.fit_transform(X_train, y_train).assign(
-        **{entry.target: y_train.to_numpy()}
+        **{spec.target: y_train.to_numpy()}
     )
-    test_features = prep.transform(X_test).assign(**{entry.target: y_test.to_numpy()})
+    test_features = prep.transform(X_test).assign(**{spec.target: y_test.to_numpy()})
     features.save_transformer(prep, paths.preprocessor)
     io.write_parquet(paths.train_features, train_features)
     io.write_parquet(paths.test_features, test_features)

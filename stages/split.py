@@ -3,17 +3,17 @@
 from stages.layout import layout
 from tandem import config, data, io
 
-PARAMS = ("split", "datasets.{name}")
+PARAMS = ("split", "datasets.{name}.data", "datasets.{name}.split")
 
 
 def run(params, name: str) -> None:
     entry, paths = params.datasets[name], layout(name)
-    p = config.resolve(params.split, entry, "split")
+    p, spec = config.resolve(params.split, entry, "split"), entry.data
     frame = io.read_parquet(paths.raw)
     n_train = p.n_train or round(len(frame) * (1 - p.test_size))
     train, test = data.split_frame(
-        frame, target=entry.target, method=p.method, test_size=p.test_size, seed=p.seed,
-        n_train=n_train, stratify=entry.task == "classification",
+        frame, target=spec.target, method=p.method, test_size=p.test_size, seed=p.seed,
+        n_train=n_train, stratify=spec.task == "classification",
     )  # fmt: skip
     io.write_parquet(paths.train, train)
     io.write_parquet(paths.test, test)

@@ -16,7 +16,7 @@ CSV = "reports/summary.csv"
 CHART = "reports/summary.png"
 
 
-def run(params, name: str | None = None) -> None:
+def run(params, name: None = None) -> None:  # over every entry: no single data set
     rows, groups, metrics, sections = [], {}, {}, []
     for entry_name in params.datasets:
         paths = layout(entry_name)

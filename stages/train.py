@@ -18,36 +18,37 @@ from stages.layout import layout, timings
 from tandem import TorchClassifier, TorchRegressor, config, console, data, io, models, training
 from tandem.training import DVCLiveCallback
 
-PARAMS = ("train", "datasets.{name}")
+PARAMS = ("train", "datasets.{name}.data", "datasets.{name}.train")
 
 
-def module_params(p, entry) -> dict:
+def module_params(p, spec) -> dict:
     """``module`` and its ``module__*`` arguments; image modules get the entry's image shape."""
-    name = p.module if p.module != "auto" else "cnn" if entry.modality == "image" else "mlp"
+    name = p.module if p.module != "auto" else "cnn" if spec.modality == "image" else "mlp"
     kwargs = dict(p.module_kwargs.get(name, {}))
-    if entry.modality == "image" and "image_shape" in (models.module_arguments(name) or ()):
-        kwargs |= {"image_shape": list(entry.image_shape), "in_channels": entry.channels}
+    if spec.modality == "image" and "image_shape" in (models.module_arguments(name) or ()):
+        kwargs |= {"image_shape": list(spec.image_shape), "in_channels": spec.channels}
     return {"module": name, **{f"module__{k}": v for k, v in kwargs.items()}}
 
 
-def build_estimator(p, entry, n_rows: int, callbacks=(), checkpoint=None):
-    """The estimator exactly as the (resolved) train section describes it, for ``n_rows`` rows."""
-    if p.augment is not None and entry.modality != "image":
-        raise ValueError("train.augment is for image entries (modality: image)")
+def build_estimator(p, spec, n_rows: int, callbacks=(), checkpoint=None):
+    """The estimator exactly as the (resolved) train section ``p`` describes it, for an entry
+    whose data is ``spec`` and ``n_rows`` training rows."""
     routed = {}
+    if spec.modality == "image":  # the rows' image shape, for augmentation, TTA and predict
+        routed["augment__shape"] = [spec.channels, *spec.image_shape]
     if p.augment is not None:  # random affine (and elastic) transforms of every training batch
-        routed = {f"augment__{key}": value for key, value in p.augment.model_dump().items()}
+        routed |= {f"augment__{key}": value for key, value in p.augment.model_dump().items()}
     n_fit = int(n_rows * (1 - p.validation_fraction))
     batch_size, epochs = training.fit_length(n_fit, p.batch_size, p.max_epochs, p.min_steps)
     kwargs = dict(
-        **module_params(p, entry), optimizer=p.optimizer, lr=p.lr, batch_size=batch_size,
+        **module_params(p, spec), optimizer=p.optimizer, lr=p.lr, batch_size=batch_size,
         max_epochs=epochs, patience=p.patience, validation_fraction=p.validation_fraction,
         lr_schedule=p.lr_schedule, device=p.device, amp=p.amp, compile=p.compile,
         random_state=p.seed, callbacks=list(callbacks), checkpoint=checkpoint, ema=p.ema,
         augment=None if p.augment is None else "affine", optimizer__weight_decay=p.weight_decay,
         **routed,
     )  # fmt: skip
-    if entry.task == "classification":
+    if spec.task == "classification":
         return TorchClassifier(**kwargs, criterion__label_smoothing=p.label_smoothing)
     return TransformedTargetRegressor(
         regressor=TorchRegressor(**kwargs), transformer=StandardScaler()
@@ -61,14 +62,14 @@ def processes(params, name: str) -> int:
 
 def run(params, name: str) -> None:
     entry, paths = params.datasets[name], layout(name)
-    p = config.resolve(params.train, entry, "train")
-    X, y = data.xy(io.read_parquet(paths.train_features), entry.target)
+    p, spec = config.resolve(params.train, entry, "train"), entry.data
+    X, y = data.xy(io.read_parquet(paths.train_features), spec.target)
     main = training.is_main_process()  # under torchrun, the other ranks train and write nothing
     # DVCLive logs into a folder that replaces live_dir only when training succeeds
     with io.atomic_dir(paths.live_dir) if main else contextlib.nullcontext() as live_dir:
         logger = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False) if main else None
         with logger or contextlib.nullcontext():
-            est = build_estimator(p, entry, len(X), checkpoint=paths.checkpoint)
+            est = build_estimator(p, spec, len(X), checkpoint=paths.checkpoint)
             torch_est = est.regressor if isinstance(est, TransformedTargetRegressor) else est
             if main:
                 progress = console.EpochProgress(torch_est.max_epochs)

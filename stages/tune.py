@@ -17,9 +17,9 @@ from stages.layout import layout, timings
 from stages.preprocess import build_preprocessor
 from tandem import TorchClassifier, config, console, data, features, io, search
 
-PARAMS = ("tune", "preprocess", "datasets.{name}")
-RESULTS = "metrics/tune/cv_results.csv"
-BEST = "metrics/tune/best.json"
+PARAMS = ("tune", "preprocess", "datasets.{name}.data", "datasets.{name}.preprocess")
+RESULTS = "search/tune/cv_results.csv"
+BEST = "search/tune/best.json"
 PLOTS = "reports/tune"
 MODELS = "models/tune"
 ROUTED = ("module", "optimizer", "criterion", "lr_schedule")
@@ -36,6 +36,7 @@ def build_estimator(p) -> TorchClassifier:
 
 def run(params, name: str) -> None:
     p, entry = params.tune, params.datasets[name]
+    spec = entry.data
     estimator = build_estimator(p)
     # the estimator's names are checked before any data is read (preprocess__* below, with it)
     search.build_space(
@@ -44,9 +45,9 @@ def run(params, name: str) -> None:
         else None, pipeline=search.make_pipeline(features.build_preprocessor("none"), estimator),
     )  # fmt: skip
     frame = io.read_parquet(layout(name).train)
-    X, y = data.tabular_xy(frame, target=entry.target, drop=entry.drop, task=entry.task)
+    X, y = data.tabular_xy(frame, target=spec.target, drop=spec.drop, task=spec.task)
     X, y = search.subsample(X, y, p.max_rows, p.seed)
-    prep = build_preprocessor(config.resolve(params.preprocess, entry, "preprocess"), entry, X)
+    prep = build_preprocessor(config.resolve(params.preprocess, entry, "preprocess"), spec, X)
     pipeline = search.make_pipeline(prep, estimator)
     halving = p.method.startswith("halving")
     space = search.build_space(

@@ -162,9 +162,10 @@ def test_train_and_evaluate_stages_take_the_recipe_from_params(project):
                               text=True, timeout=300)  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-2000:]
 
+    # augmentation belongs to the image entry's own train section (tabular entries refuse it)
     tandem("train", "--dataset", "usps", "--set", "train.max_epochs=2",
-           "--set", "train.min_steps=0", "--set", "train.augment={rotate: 10, shear: 5}",
-           "--set", "train.ema=0.99", "--set", "train.label_smoothing=0.1")  # fmt: skip
+           "--set", "train.min_steps=0", "--set", "datasets.usps.train={augment: {rotate: 10, "
+           "shear: 5}, ema: 0.99, label_smoothing: 0.1}")  # fmt: skip
     params = json.loads((project / "models/usps/model/config.json").read_text())["params"]
     assert params["augment"] == "affine" and params["ema"] == 0.99
     assert params["augment__rotate"] == 10 and params["augment__translate"] == 0

@@ -24,8 +24,10 @@ def test_every_baseline_gets_scores_and_a_fit_time(tmp_path, monkeypatch):
     frame.iloc[:60].to_parquet(folder / "features_train.parquet", index=False)
     frame.iloc[60:].to_parquet(folder / "features_test.parquet", index=False)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["datasets"] = {"toy": {"source": "openml", "data_id": 1, "target": "label",
-                               "task": "classification"}}  # fmt: skip
+    raw["datasets"] = {"toy": {
+        "data": {"source": "openml", "data_id": 1, "target": "label", "task": "classification"},
+        **{section: {} for section in ("split", "preprocess", "train", "evaluate", "baselines")},
+    }}  # fmt: skip
     raw["cv"]["dataset"] = raw["tune"]["dataset"] = "toy"
     raw["baselines"]["random_forest"]["n_estimators"] = 5
     raw["baselines"]["hist_gradient_boosting"]["max_iter"] = 5

@@ -28,8 +28,8 @@ def test_a_per_entry_stage_needs_a_known_data_set(project):
     assert "give --dataset NAME, one of ['usps', 'adult'" in proc.stderr
     proc = tandem(["split", "--dataset", "uspss"], project)
     assert proc.returncode == 2 and "unknown data set 'uspss'" in proc.stderr
-    proc = tandem(["summary", "--dataset", "usps"], project)
-    assert proc.returncode != 0
+    proc = tandem(["cv", "--dataset", "cpu"], project)
+    assert proc.returncode == 2 and "'cpu' is a regression entry" in proc.stderr
 
 
 def test_missing_input_is_named(project):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 import pytest
@@ -15,8 +16,8 @@ from tandem.config import ParamsError, apply_overrides, load_params, parse_overr
 
 def test_project_params_validate():
     params = load_params(ROOT / "params.yaml")
-    assert params.datasets["usps"].data_id == 41070
-    assert params.datasets["usps"].image_shape == (16, 16)
+    assert params.datasets["usps"].data.data_id == 41070
+    assert params.datasets["usps"].data.image_shape == (16, 16)
     assert params.split.method in ("random", "ordered")
 
 
@@ -49,21 +50,33 @@ def test_override_types_and_values():
         ("baselines.svc.C=0", "baselines.svc.C"),
         ("train.batch_size=2.5", "train.batch_size"),
         ("train.batch_size=0", "train.batch_size"),
-        ("datasets.usps.source=ftp", "datasets.usps.source"),
+        ("datasets.usps.data.source=ftp", "datasets.usps.data.source"),
         ("datasets.usps.train={lr: -1}", "datasets.usps.train.lr"),
         ("datasets.usps.split={method: shuffled}", "datasets.usps.split.method"),
-        ("datasets.usps.image_shape=null", "modality image needs image_shape"),
-        ("datasets.adult.source=file", "source file needs path"),
+        ("datasets.usps.data.image_shape=null", "modality image needs image_shape"),
+        ("datasets.adult.data.source=file", "source file needs path"),
         (
-            "datasets.adult={source: file, path: elsewhere/a.csv, target: y, task: regression}",
+            "datasets.adult.data={source: file, path: other/a.csv, target: y, task: regression}",
             "must lie under data/sources/file/",
         ),
+        ("datasets.adult.data.path=data/sources/file/../../a.csv", "must lie under"),
+        (
+            "datasets.new={data: {source: sklearn, name: load_wine, target: t, task: regression}}",
+            "datasets.new.split: missing (write split: {} when the entry overrides nothing)",
+        ),
+        (
+            "datasets.tune={data: {source: sklearn, name: load_wine, target: t, task: regression}, "
+            "split: {}, preprocess: {}, train: {}, evaluate: {}, baselines: {}}",
+            "datasets.tune: a name of letters",
+        ),
+        ("train.augment={rotate: 10}", "datasets.adult.train.augment: augmentation is for image"),
+        ("datasets.usps.preprocess={pca: 20}", "datasets.usps.preprocess.pca"),
         ("cv.dataset=nope", "cv.dataset"),
         ("tune.dataset=cpu", "tune.dataset: 'cpu' is not a classification entry"),
     ],
 )
 def test_bad_override_names_the_key(override, named):
-    with pytest.raises(ParamsError, match=named.replace(".", r"\.")):
+    with pytest.raises(ParamsError, match=re.escape(named)):
         load_params(ROOT / "params.yaml", [override])
 
 
@@ -139,8 +152,10 @@ def test_every_stage_declares_exactly_the_params_it_reads():
 
 def test_restricted_view_hides_undeclared_keys():
     params = load_params(ROOT / "params.yaml")
-    view = restrict(params, ("split", "datasets.kr-vs-kp"))
-    assert view.datasets["kr-vs-kp"].task == "classification"
+    view = restrict(params, ("split", "datasets.kr-vs-kp.data"))
+    assert view.datasets["kr-vs-kp"].data.task == "classification"
+    with pytest.raises(AttributeError):
+        _ = view.datasets["kr-vs-kp"].train
     with pytest.raises(AttributeError):
         _ = view.train
     with pytest.raises(KeyError):

@@ -36,14 +36,17 @@ SMALL = {
     "tune": {"max_rows": 300},
 }  # fmt: skip
 # the entries a user adds: params alone, plus the data under data/sources/
+NO_OVERRIDES = {s: {} for s in ("split", "preprocess", "train", "evaluate", "baselines")}
 NEW_ENTRIES = {
-    "mycsv": {"source": "file", "path": "data/sources/file/mycsv.csv", "target": "label",
-              "task": "classification", "drop": ["id"]},
-    "digits": {"source": "images", "path": "data/sources/images/digits", "target": "digit",
-               "task": "classification", "modality": "image", "image_shape": [8, 8],
-               "channels": 1, "train": {"module": "auto"}},  # the CNN, on 8x8 images
-    "wine": {"source": "sklearn", "name": "load_wine", "target": "target",
-             "task": "classification"},
+    "mycsv": {**NO_OVERRIDES, "data": {
+        "source": "file", "path": "data/sources/file/mycsv.csv", "target": "label",
+        "task": "classification", "drop": ["id"]}},
+    "digits": {**NO_OVERRIDES, "data": {
+        "source": "images", "path": "data/sources/images/digits", "target": "digit",
+        "task": "classification", "modality": "image", "image_shape": [8, 8], "channels": 1},
+        "train": {"module": "auto"}},  # the CNN, on 8x8 images
+    "wine": {**NO_OVERRIDES, "data": {
+        "source": "sklearn", "name": "load_wine", "target": "target", "task": "classification"}},
 }  # fmt: skip
 
 
@@ -173,10 +176,11 @@ def test_full_run_then_partial_reruns(pipeline_repo):
     set_params(repo, datasets__usps__preprocess={"scaler": "minmax"})
     assert repro(repo, env) == {f"{s}@usps" for s in PER_ENTRY[2:]} | {"cv", "tune", "summary"}
 
-    set_params(repo, datasets__titanic__drop=["name", "ticket", "cabin", "home.dest", "boat",
-                                               "body", "fare"])  # fmt: skip
-    assert repro(repo, env) == {f"{s}@titanic" for s in PER_ENTRY[2:]} | {"summary"}
-    set_params(repo, datasets__titanic__drop=["no_such_column"])
+    # an entry's data (here its drop list) is read from fetch on: all of that entry reruns
+    drop = ["name", "ticket", "cabin", "home.dest", "boat", "body", "fare"]
+    set_params(repo, datasets__titanic__data__drop=drop)
+    assert repro(repo, env) == {f"{s}@titanic" for s in PER_ENTRY} | {"summary"}
+    set_params(repo, datasets__titanic__data__drop=["no_such_column"])
     bad = run(["dvc", "repro"], repo, env, check=False)
     assert bad.returncode != 0 and "no_such_column" in bad.stdout + bad.stderr
     run(["git", "checkout", "--", "params.yaml"], repo, env)
@@ -203,6 +207,7 @@ def test_every_source_kind_gets_metrics_plots_and_a_model_predict_accepts(pipeli
     assert json.loads((repo / "data/mycsv/raw.json").read_text())["file_sha256"]
     config = json.loads((repo / "models/digits/model/config.json").read_text())["params"]
     assert config["module"] == "cnn" and config["module__image_shape"] == [8, 8]
+    assert config["augment__shape"] == [1, 8, 8]  # recorded for TTA and predict, any module
 
     # tandem predict: CSV rows (the id column is ignored: dropped in training) and PNG files
     rows = repo / "rows.csv"

@@ -267,7 +267,7 @@ def test_threading_backend_is_refused_with_the_reason(project):
         proc = tandem([stage, "--set", f"{stage}.parallel.backend=threading"], project)
         assert proc.returncode == 2
         assert f"{stage}.parallel.backend: backend 'threading' is refused" in proc.stderr
-    assert not (project / "metrics").exists()
+    assert not (project / "search").exists() and not (project / "metrics").exists()
 
 
 # --------------------------------------------------------------------------- params and stages
@@ -305,7 +305,7 @@ def test_tune_stage_refuses_a_bad_space_before_reading_data(project):
     assert "data/usps/train.parquet" not in proc.stderr  # refused before the data is read
     proc = tandem(["tune", "--set", "tune.space={}"], project)
     assert proc.returncode == 1 and "tune.space is empty" in proc.stderr
-    assert not (project / "metrics").exists()
+    assert not (project / "search").exists() and not (project / "metrics").exists()
 
 
 def test_cv_and_tune_stages_alone(project):
@@ -313,7 +313,7 @@ def test_cv_and_tune_stages_alone(project):
     proc = tandem(["cv", "--set", "train.module=mlp", "--set", "train.max_epochs=2",
                    "--set", "cv.folds=3", "--set", "cv.max_rows=120"], project)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    cv = json.loads((project / "metrics" / "cv.json").read_text())
+    cv = json.loads((project / "search" / "cv.json").read_text())
     assert cv["folds"] == 3 and cv["rows"] == 120
     assert {"accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss"} <= set(cv)
     assert set(cv["accuracy"]) == {"mean", "std"}
@@ -321,9 +321,9 @@ def test_cv_and_tune_stages_alone(project):
     proc = tandem(["tune", "--set", "tune.space.max_epochs=[2]", "--set", "tune.save_model=true",
                    "--set", "tune.max_rows=120"], project)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    best = json.loads((project / "metrics" / "tune" / "best.json").read_text())
+    best = json.loads((project / "search" / "tune" / "best.json").read_text())
     assert best["n_candidates"] == 4 and best["n_fits"] == 12
-    frame = pd.read_csv(project / "metrics" / "tune" / "cv_results.csv")
+    frame = pd.read_csv(project / "search" / "tune" / "cv_results.csv")
     assert len(frame) == 4 and "param_module__activation" in frame
     plots = sorted(p.name for p in (project / "reports" / "tune").glob("*.png"))
     assert plots == ["batch_size.png", "module__activation.png"]

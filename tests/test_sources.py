@@ -118,7 +118,8 @@ def fetch(project, name: str, entry: str | None = None):
 
     from conftest import tool_env
 
-    sets = ["--set", f"datasets.{name}={entry}"] if entry else []
+    empty = "split: {}, preprocess: {}, train: {}, evaluate: {}, baselines: {}"
+    sets = ["--set", f"datasets.{name}={{data: {entry}, {empty}}}"] if entry else []
     return subprocess.run(
         ["tandem", "fetch", "--dataset", name, *sets], cwd=project, env=tool_env(),
         capture_output=True, text=True, timeout=300,
@@ -172,7 +173,7 @@ def test_a_bad_source_names_the_entry_and_writes_nothing(project, entry, named):
 
 def test_an_unknown_source_or_a_path_outside_the_sources_folder_is_refused(project):
     proc = fetch(project, "mine", "{source: ftp, target: y, task: classification}")
-    assert proc.returncode == 2 and "datasets.mine.source" in proc.stderr
+    assert proc.returncode == 2 and "datasets.mine.data.source" in proc.stderr
     proc = fetch(project, "mine", "{source: file, path: rows.csv, target: y, task: regression}")
     assert proc.returncode == 2
     assert "datasets.mine" in proc.stderr and "must lie under data/sources/file/" in proc.stderr

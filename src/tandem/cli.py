@@ -96,9 +96,7 @@ def stage_dataset(name: str, params: Any, dataset: str | None) -> str | None:
     if name in SEARCH_STAGES and dataset is None:
         dataset = getattr(params, name).dataset
     if name not in PER_DATASET and name not in SEARCH_STAGES:
-        if dataset is not None:
-            raise ParamsError(f"stage {name} runs over every data set; it takes no --dataset")
-        return None
+        return None  # summary: over every entry (its command has no --dataset option)
     if dataset is None:
         raise ParamsError(
             f"stage {name} runs once per data set: give --dataset NAME, one of "
@@ -106,6 +104,8 @@ def stage_dataset(name: str, params: Any, dataset: str | None) -> str | None:
         )
     if dataset not in params.datasets:
         raise ParamsError(f"unknown data set {dataset!r}; datasets has {list(params.datasets)}")
+    if name in SEARCH_STAGES and params.datasets[dataset].data.task != "classification":
+        raise ParamsError(f"stage {name} searches classifiers; {dataset!r} is a regression entry")
     return dataset
 
 
@@ -204,9 +204,12 @@ def stage_oom_hint(name: str, dataset: str | None) -> str:
     """What to change when a stage runs out of GPU memory, in the section its estimator reads."""
     if name in ("train", "cv", "tune"):
         section = "tune.estimator" if name == "tune" else "train"
+        own = (
+            f", or datasets.{dataset}.train.* if the entry sets its own" if name == "train" else ""
+        )
         return (
             f"try a smaller batch (--set {section}.batch_size=32) or the CPU "
-            f"(--set {section}.device=cpu)"
+            f"(--set {section}.device=cpu){own}"
         )
     return "free the GPU (another process may hold its memory) or hide it: CUDA_VISIBLE_DEVICES="
 

@@ -105,6 +105,9 @@ class TrainParams(Section):
 class EvaluateParams(Section):
     n_worst: int = Field(ge=1, description="misclassified test images shown in the figure")
     tta: bool = Field(description="image entries: average the image and its 1-pixel shifts")
+    label_names: dict[str, str] | None = Field(
+        description="how figures show each label (USPS: '1'..'10' are digits 0..9); null: as is"
+    )
 
 
 class LinearParams(Section):
@@ -150,8 +153,8 @@ OVERRIDABLE: dict[str, type[Section]] = {
 SOURCES = "data/sources"  # local sources: data/sources/<source>/..., a dep of every fetch stage
 
 
-class DatasetEntry(Section):
-    """One data set of the registry: where it comes from, what to predict, and any overrides."""
+class DataSpec(Section):
+    """Where an entry's data comes from and what to predict (``datasets.NAME.data``)."""
 
     source: Literal["openml", "file", "images", "sklearn"]
     data_id: int | None = Field(None, gt=0, description="source openml: the OpenML data id")
@@ -163,21 +166,16 @@ class DatasetEntry(Section):
     modality: Literal["tabular", "image"] = "tabular"
     image_shape: tuple[int, int] | None = Field(None, description="image entries: (height, width)")
     channels: Literal[1, 3] = Field(1, description="image entries: 1 (grey) or 3 (RGB)")
-    label_names: dict[str, str] | None = Field(None, description="how figures show each label")
-    split: dict[str, Any] = {}
-    preprocess: dict[str, Any] = {}
-    train: dict[str, Any] = {}
-    evaluate: dict[str, Any] = {}
-    baselines: dict[str, Any] = {}
 
     @model_validator(mode="after")
-    def _consistent(self) -> DatasetEntry:
+    def _consistent(self) -> DataSpec:
         needs = {"openml": "data_id", "file": "path", "images": "path", "sklearn": "name"}
         if getattr(self, needs[self.source]) is None:
             raise ValueError(f"source {self.source} needs {needs[self.source]}")
         if self.path is not None:
             folder = f"{SOURCES}/{self.source}/"
-            if not PurePosixPath(self.path).as_posix().startswith(folder):
+            path = PurePosixPath(self.path)
+            if ".." in path.parts or not path.as_posix().startswith(folder):
                 raise ValueError(
                     f"path {self.path!r} must lie under {folder} (the folder that the entry's "
                     "fetch stage depends on; see data/sources/README.md)"
@@ -199,6 +197,20 @@ class DatasetEntry(Section):
     def n_pixels(self) -> int:
         assert self.image_shape is not None
         return self.channels * self.image_shape[0] * self.image_shape[1]
+
+
+class DatasetEntry(Section):
+    """One entry of the registry: its data, and its overrides of each shared section ({} for
+    none). Every section is written out, even empty, because each stage declares only the parts
+    it reads (``datasets.NAME.data``, ``datasets.NAME.train``, ...) and DVC needs them present:
+    an override of ``train`` then reruns that entry's training and nothing upstream."""
+
+    data: DataSpec
+    split: dict[str, Any]
+    preprocess: dict[str, Any]
+    train: dict[str, Any]
+    evaluate: dict[str, Any]
+    baselines: dict[str, Any]
 
 
 def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -302,28 +314,53 @@ class Params(Section):
     def _check_entries(self) -> Params:
         problems = []
         for name, entry in self.datasets.items():
-            if not name.replace("-", "").replace("_", "").isalnum():
-                problems.append(f"datasets.{name}: a name of letters, digits, - and _ only")
+            if not name.replace("-", "").replace("_", "").isalnum() or name in RESERVED:
+                problems.append(
+                    f"datasets.{name}: a name of letters, digits, - and _, other than {RESERVED}"
+                )
+            resolved = {}
             for section in OVERRIDABLE:
                 try:
-                    resolve(getattr(self, section), entry, section)
+                    resolved[section] = resolve(getattr(self, section), entry, section)
                 except ValidationError as exc:
                     problems += [
                         f"datasets.{name}.{section}.{'.'.join(map(str, e['loc']))}: "
                         + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
                         for e in exc.errors()
                     ]
+            if "train" in resolved and "preprocess" in resolved:
+                problems += _modality_problems(name, entry.data, resolved)
         for section in ("cv", "tune"):
             name = getattr(self, section).dataset
             if name not in self.datasets:
                 problems.append(
                     f"{section}.dataset: {name!r} is not in datasets {list(self.datasets)}"
                 )
-            elif self.datasets[name].task != "classification":
+            elif self.datasets[name].data.task != "classification":
                 problems.append(f"{section}.dataset: {name!r} is not a classification entry")
         if problems:
             raise ValueError("\n  ".join(problems))
         return self
+
+
+# entry names that would collide with another stage's outputs (models/tune, reports/tune)
+RESERVED = ("tune",)
+
+
+def _modality_problems(name: str, data: DataSpec, resolved: dict[str, Any]) -> list[str]:
+    """Settings that make no sense for the entry's modality, named before anything runs."""
+    train, prep = resolved["train"], resolved["preprocess"]
+    if data.modality == "tabular" and train.augment is not None:
+        return [
+            f"datasets.{name}.train.augment: augmentation is for image entries; set it in an "
+            "image entry's own train section (datasets.NAME.train.augment), not the shared one"
+        ]
+    if data.modality == "image" and prep.pca is not None and train.module != "mlp":
+        return [
+            f"datasets.{name}.preprocess.pca: PCA components are not an image for the cnn; "
+            "use train.module mlp with PCA, or pca null"
+        ]
+    return []
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -365,6 +402,9 @@ def _describe(error: dict) -> str:
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     if error["type"] == "missing":
+        loc = error["loc"]
+        if len(loc) == 3 and loc[0] == "datasets" and loc[2] in OVERRIDABLE:
+            return f"{key}: missing (write {loc[2]}: {{}} when the entry overrides nothing)"
         return f"{key}: missing"
     if error["type"] == "value_error":  # a validator's message; ours name the full key paths
         message = error["msg"].removeprefix("Value error, ")

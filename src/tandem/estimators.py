@@ -285,7 +285,7 @@ class _TorchEstimator(BaseEstimator):
         """augment="affine" with its ``augment__*`` ranges (degrees, fractions, pixels)."""
         kwargs = self._prefixed("augment")
         if self.augment is None:
-            if kwargs:
+            if set(kwargs) - {"shape"}:  # the shape alone also serves TTA
                 raise ValueError("augment__* arguments need augment='affine'")
             return None
         if self.augment not in AUGMENTS:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tandem import data, features, io
+from tandem import data, features, io, training
 from tandem.estimators import TorchClassifier, TorchRegressor
 
 PREPROCESSOR = "preprocessor.skops"
@@ -75,12 +75,18 @@ class Pipeline:
 
     @property
     def image_shape(self) -> tuple[int, int, int] | None:
-        """(channels, height, width) of an image model's rows, else None: the module's
-        ``image_shape`` (and ``in_channels``) when it has one, else a square count of numeric
+        """(channels, height, width) of an image model's rows, else None: ``augment__shape``
+        (the pipeline sets it for every image entry), the module's ``image_shape`` (and
+        ``in_channels``), else a square count of numeric
         columns under a plain scaler (a one-channel image, as USPS's 16x16 pixels)."""
         if self.by_columns:
             return None
         params = self.estimator.get_params(deep=False)
+        if params.get("augment__shape") is not None:  # the pipeline records every image entry's
+            channels, height, width = training.image_shape(
+                len(self.feature_names), params["augment__shape"]
+            )
+            return channels, height, width
         if params.get("module__image_shape") is not None:
             height, width = params["module__image_shape"]
             return int(params.get("module__in_channels", 1)), int(height), int(width)

@@ -46,7 +46,7 @@ class PredictRequest(BaseModel):
         default=None, description="values in the order of /metadata's feature_names"
     )
     images: list[str] | None = Field(default=None, description="base64-encoded PNG digits")
-    pixels: list[list[list[float]]] | None = Field(
+    pixels: list[list[list[float]]] | list[list[list[list[float]]]] | None = Field(
         default=None,
         description="grey images of the model's height x width (any range, either polarity)",
     )
@@ -201,7 +201,7 @@ def _decode_png(index: int, text: str):
 
 
 def find_metrics(model_dir: Path) -> dict[str, Any]:
-    """The metrics the pipeline wrote for this model: models/X -> metrics/X/{eval,export}.json."""
+    """The metrics the pipeline wrote for this model: models/NAME -> metrics/NAME/*.json."""
     model_dir = model_dir.resolve()
     for root in model_dir.parents:
         if (root / "dvc.yaml").is_file():
@@ -212,9 +212,9 @@ def find_metrics(model_dir: Path) -> dict[str, Any]:
         rel = model_dir.relative_to(root)
     except ValueError:
         return {}
-    if not rel.parts or rel.parts[0] != "models":
+    if len(rel.parts) < 2 or rel.parts[0] != "models":
         return {}
-    folder = root / "metrics" / Path(*rel.parts[1:]) if len(rel.parts) > 1 else root / "metrics"
+    folder = root / "metrics" / Path(*rel.parts[1:])
     out = {}
     for name in ("eval", "export"):
         path = folder / f"{name}.json"
@@ -227,7 +227,7 @@ def find_metrics(model_dir: Path) -> dict[str, Any]:
 
 
 def create_app(
-    model_dir: str | Path = "models",
+    model_dir: str | Path,
     *,
     backend: Backend = "onnx",
     max_batch: int = DEFAULT_MAX_BATCH,
@@ -274,7 +274,7 @@ def create_app(
 
 
 def serve(
-    model_dir: str | Path = "models",
+    model_dir: str | Path,
     *,
     backend: Backend = "onnx",
     host: str = "127.0.0.1",
