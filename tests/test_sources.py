@@ -191,3 +191,23 @@ def test_an_image_entry_whose_columns_do_not_fit_its_shape_is_refused(project):
     assert good.returncode == 0, good.stderr
     provenance = __import__("json").loads((project / "data/digits/raw.json").read_text())
     assert provenance == {**provenance, "source": "sklearn", "rows": 1797, "columns": 65}
+
+
+def test_dvc_sees_the_sources_a_user_adds(tmp_path):
+    """DVC does not look for .dvc files under a git-ignored folder (it removed a `dvc add`ed image
+    folder as an "unused link" at the next `dvc checkout` / `dvc exp run` when data/ was ignored):
+    the project's .gitignore must leave data/sources/ visible."""
+    import subprocess
+
+    from conftest import copy_project, tool_env
+    from dvc.repo import Repo
+
+    repo = copy_project(tmp_path / "repo", clean=True)
+    env = tool_env(DVC_NO_ANALYTICS="1")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
+    folder = repo / "data/sources/images/mine/a"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.eye(8, dtype=np.uint8) * 255).save(folder / "i.png")
+    subprocess.run(["dvc", "add", "-q", "data/sources/images/mine"], cwd=repo, check=True, env=env)
+    outs = {str(o) for stage in Repo(str(repo)).index.stages for o in stage.outs}
+    assert "data/sources/images/mine" in outs  # else checkout removes it as an unused link
