@@ -151,6 +151,7 @@ def test_train_stage_with_nproc_runs_under_torchrun_and_rank_0_writes(project):
     def run(nproc: int, *sets: str) -> subprocess.CompletedProcess:
         sets = (
             "train.module=mlp",
+            "train.module_kwargs={mlp: {hidden_sizes: [64]}}",  # no dropout: ranks equal one
             "train.max_epochs=3",
             "train.lr_schedule=null",
             "train.min_steps=0",
