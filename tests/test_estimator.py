@@ -376,6 +376,22 @@ def test_load_warns_about_params_that_were_not_saved(blobs, tmp_path):
         TorchClassifier.load(TorchClassifier(**FAST).fit(X, y).save(tmp_path / "plain"))
 
 
+def test_a_loaded_model_builds_its_optimizer_only_when_it_trains_on(blobs, tmp_path):
+    """Loading for prediction builds no optimizer (torch's optimizers import torch._dynamo,
+    about 2 s per evaluate/export/predict); partial_fit, pickling and saving still work."""
+    X, y = blobs
+    est = TorchClassifier(**FAST).fit(X, y)
+    loaded = TorchClassifier.load(est.save(tmp_path / "m"))
+    assert loaded.optimizer_ is None
+    assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+    again = pickle.loads(pickle.dumps(loaded))  # pickles with no optimizer state
+    assert again.optimizer_ is None
+    n = loaded.n_iter_
+    loaded.partial_fit(X, y)
+    assert loaded.n_iter_ == n + 1 and isinstance(loaded.optimizer_, torch.optim.Optimizer)
+    assert loaded.optimizer_.state  # the new optimizer took steps
+
+
 def test_pickle_and_joblib_round_trip(blobs, regression, tmp_path):
     X, y = blobs
     est = TorchClassifier(**FAST).fit(X, np.array(["a", "b", "c"])[y])

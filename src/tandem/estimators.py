@@ -377,6 +377,7 @@ class _TorchEstimator(BaseEstimator):
             torch.manual_seed(seed)
             if first:
                 self.module_ = self._place(self._build_module(X.shape[1], self.n_outputs_))
+            if first or self.optimizer_ is None:  # None: a loaded model trains on
                 self.optimizer_ = self._build_optimizer(self.module_)
             if not partial:
                 train_idx, valid_idx = self._split(y_enc, seed)
@@ -463,8 +464,8 @@ class _TorchEstimator(BaseEstimator):
         state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__
         if "module_" in state:  # store tensors on the CPU so CUDA-fitted models load anywhere
             state["module_"] = copy.deepcopy(self.module_).to("cpu")
-            opt = self.optimizer_.state_dict()
-            state["optimizer_"] = _to_cpu(opt)
+            opt = self.optimizer_
+            state["optimizer_"] = None if opt is None else _to_cpu(opt.state_dict())
             state.pop("device_", None)
         return state
 
@@ -474,8 +475,9 @@ class _TorchEstimator(BaseEstimator):
         if "module_" in state:
             self.device_ = training.resolve_device(self.device, fallback=True)
             self.module_ = self._place(self.module_)
-            self.optimizer_ = self._build_optimizer(self.module_)
+            self.optimizer_ = None  # a loaded model not trained since: built when it trains on
             if opt_state is not None:
+                self.optimizer_ = self._build_optimizer(self.module_)
                 self.optimizer_.load_state_dict(opt_state)
 
     def save(self, path: str | Path) -> Path:
@@ -603,7 +605,9 @@ class _TorchEstimator(BaseEstimator):
         est.module_ = est._place(est._build_module(est.n_features_in_, est.n_outputs_))
         est.module_.load_state_dict(state)
         est.module_.eval()
-        est.optimizer_ = est._build_optimizer(est.module_)
+        # built when training goes on (partial_fit): torch's optimizers import torch._dynamo on
+        # construction, about 2 s that predict, evaluate, export and serve do not need
+        est.optimizer_ = None
         est.history_ = config["history"]
         est.n_iter_ = len(est.history_)
         est.best_epoch_ = config["best_epoch"]
