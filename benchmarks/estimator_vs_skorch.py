@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """tandem's TorchClassifier vs skorch's NeuralNetClassifier vs a plain torch loop, on USPS.
 
-Issue #2 point 3, made fair by issue #15 point 4. Every run trains the ``usps_cnn`` network (built
+Every run trains the ``usps_cnn`` network (built
 by ``tandem.models.build_module`` from the same seed, so every run starts from the same weights)
 with Adam, lr 1e-3, batch 32, a 20 % stratified validation slice of the training split evaluated
 after every epoch, no early stopping, ``--epochs`` epochs. The report separates two things:

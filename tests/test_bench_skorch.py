@@ -1,4 +1,4 @@
-"""benchmarks/estimator_vs_skorch.py compares like with like (issue #15, point 4).
+"""benchmarks/estimator_vs_skorch.py compares like with like, run for run.
 
 In the loop-overhead comparison, plain, tandem and skorch must train with the same optimizer
 kernels (Adam, same ``fused`` flag and lr), the same weight memory format, the same input and the

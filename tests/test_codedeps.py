@@ -32,7 +32,7 @@ def mini_project(tmp_path: Path, files: dict[str, str], deps: list[str]) -> Path
 def test_the_real_dvc_yaml_lists_every_module_its_stages_import():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     assert code_dep_problems(ROOT, raw) == []
-    # the gaps of issue #15 are seen by the analysis (and so must be declared)
+    # these import gaps are seen by the analysis (and so must be declared)
     assert {"src/tandem/data.py", "src/tandem/io.py", "stages/layout.py"} <= set(
         stage_code(ROOT, "split")
     )

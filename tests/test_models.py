@@ -1,4 +1,4 @@
-"""The module registry: the seed-004 USPS network exactly, the stronger CNN, the tabular MLP."""
+"""The module registry: the reference USPS network exactly, the stronger CNN, the tabular MLP."""
 
 from __future__ import annotations
 

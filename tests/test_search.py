@@ -271,9 +271,9 @@ def test_threading_backend_is_refused_with_the_reason(project):
 
 
 # --------------------------------------------------------------------------- params and stages
-def test_seed003_grid_params_file():
-    """params/seed003_grid.yaml: seed 003's 243 candidates x 3 folds = 729 fits."""
-    overlay = yaml.safe_load((ROOT / "params" / "seed003_grid.yaml").read_text())
+def test_full_grid_params_file():
+    """params/full_grid.yaml: the full grid, 243 candidates x 3 folds = 729 fits."""
+    overlay = yaml.safe_load((ROOT / "params" / "full_grid.yaml").read_text())
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["tune"] = {**raw["tune"], **overlay["tune"]}
     params = validate(raw)

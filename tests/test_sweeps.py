@@ -1,4 +1,4 @@
-"""DVC-native sweeps, as the README documents them: queue a parameter sweep with
+"""DVC-native sweeps, as docs/search.md documents them: queue a parameter sweep with
 `dvc exp run --queue -S 'train.lr=a,b'`, run the queue with `dvc queue start -j 2`, then find both
 experiments with their metrics in `dvc exp show --json`, sort them, and `dvc exp apply` the best.
 
@@ -97,7 +97,7 @@ def test_queue_two_experiments_run_them_and_show_both(sweep_repo):
     assert sorted(v["lr"] for v in found.values()) == [0.002, 0.004], found
     assert all(0 < v["accuracy"] <= 1 for v in found.values()), found
 
-    # sorted by a metric, as the README shows; then bring the best one into the workspace
+    # sorted by a metric, as docs/search.md shows; then bring the best one into the workspace
     table = run(["dvc", "exp", "show", "--csv", "--sort-by", "metrics/usps/eval.json:accuracy",
                  "--sort-order", "desc"], repo, env).stdout  # fmt: skip
     assert "accuracy" in table.splitlines()[0]

@@ -158,7 +158,7 @@ def usps_cnn(
     image_shape: Sequence[int] | None = None,
     in_channels: int = 1,
 ) -> nn.Module:
-    """The seed-004 network: conv 32-64-128 (3x3, pad 1), pool after the first two, FC 256."""
+    """The reference USPS network: conv 32-64-128 (3x3, pad 1), pool after the first two, FC 256."""
     c, height, width = image_dims(n_features, image_shape, in_channels, where="module 'usps_cnn': ")
     act = lambda: make_activation(activation)  # noqa: E731
     flat = 128 * (height // 4) * (width // 4)
