@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup pipeline test lint
+.PHONY: setup pipeline push pull test lint
 
 setup: $(VENV)/.installed
 
@@ -15,6 +15,15 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 
 pipeline: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+# DVC's default remote: ../tandem-remote, a folder beside the repo (.dvc/config). `make push`
+# shares outputs and the run-cache; a teammate's clone runs `make pull`, then `dvc repro` reruns
+# nothing. For S3/GCS/Azure see docs/remote.md.
+push: setup
+	$(BIN)/dvc push --run-cache
+
+pull: setup
+	$(BIN)/dvc pull --run-cache
 
 test: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest

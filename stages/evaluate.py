@@ -1,14 +1,24 @@
 """evaluate: sklearn metrics on the test split, plot data for `dvc plots`, PNG figures.
 
-Every entry: metrics/<name>/eval.json, predictions.json (actual and predicted per test row: a
-confusion matrix or a scatter in `dvc plots`) and its learning curves. Classification adds a
-confusion figure; image entries the most confidently wrong test images.
+Every entry: metrics/<name>/eval.json; for `dvc plots`, plots/<chart>/<name>.json: predictions
+(actual and predicted per test row: a confusion matrix, or a scatter for regression), curves
+(ROC and precision-recall per class, or residuals), learning and validation (the model's training
+history); PNG figures in reports/<name>/ (learning curves, confusion, the most confidently wrong
+test images).
 """
 
 from stages.layout import layout
 from tandem import TorchClassifier, TorchRegressor, config, data, evaluation, io
 
 PARAMS = ("evaluate", "datasets.{name}.data", "datasets.{name}.evaluate")
+
+
+def learning(model, paths) -> None:
+    """The model's training history: charts for `dvc plots` and a PNG."""
+    losses, scores = evaluation.learning_rows(model.history_)
+    io.write_json(paths.plot("learning"), losses)
+    io.write_json(paths.plot("validation"), scores)
+    evaluation.plot_learning_curves(model.history_, paths.report("learning_curves"))
 
 
 def run(params, name: str) -> None:
@@ -23,12 +33,10 @@ def run(params, name: str) -> None:
         if scaler is not None:  # the model learnt a standardised target
             pred = scaler.inverse_transform(pred.reshape(-1, 1)).ravel()
         io.write_json(paths.metrics("eval"), evaluation.regression_metrics(y, pred))
-        rows = [
-            {"actual": float(a), "predicted": round(float(b), 6)}
-            for a, b in zip(y, pred, strict=True)
-        ]
-        io.write_json(paths.plot("predictions"), rows)
-        evaluation.plot_learning_curves(model.history_, paths.report("learning_curves"))
+        points, residuals = evaluation.regression_rows(y, pred)
+        io.write_json(paths.plot("predictions"), points)
+        io.write_json(paths.plot("curves"), residuals)
+        learning(model, paths)
         return
     model = TorchClassifier.load(paths.model)
     tta = p.tta and spec.modality == "image"
@@ -40,9 +48,11 @@ def run(params, name: str) -> None:
     names = p.label_names or {}
     shown = [names.get(str(v), str(v)) for v in y], [names.get(str(v), str(v)) for v in pred]
     io.write_json(paths.plot("predictions"), evaluation.confusion_rows(*shown))
+    shown_classes = [names.get(str(c), str(c)) for c in model.classes_]
+    io.write_json(paths.plot("curves"), evaluation.curve_rows(shown[0], proba, shown_classes))
     order = sorted(model.classes_, key=lambda label: names.get(str(label), str(label)))
     evaluation.plot_confusion(y, pred, order, paths.report("confusion"), label_names=names)
-    evaluation.plot_learning_curves(model.history_, paths.report("learning_curves"))
+    learning(model, paths)
     if spec.modality == "image":
         images = io.read_parquet(paths.test).drop(columns=[spec.target, *spec.drop])
         evaluation.plot_worst_digits(

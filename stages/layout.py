@@ -62,8 +62,9 @@ class Layout:
         return self._at("metrics", f"{kind}.json")
 
     def plot(self, kind: str) -> str:
-        """metrics/<name>/<kind>.json: plot data for `dvc plots` (confusion, roc)."""
-        return self._at("metrics", f"{kind}.json")
+        """plots/<kind>/<name>.json: plot data for `dvc plots`, one folder per chart (learning,
+        validation, predictions, curves), one file per entry."""
+        return f"plots/{kind}/{self.name}.json"
 
     def report(self, kind: str) -> str:
         """reports/<name>/<kind>.png: figures."""

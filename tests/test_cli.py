@@ -60,9 +60,31 @@ def test_train_stage_alone_on_small_features(project):
 
 
 def test_check_command(project):
-    assert tandem(["check"], project).returncode == 0
+    ok = tandem(["check"], project)
+    assert ok.returncode == 0 and "note:" not in ok.stderr  # every entry's model is an artifact
     bad = tandem(["check", "--set", "train.optimizer=adamx"], project)
     assert bad.returncode == 2 and "train.optimizer" in bad.stderr
+
+
+def test_check_notes_models_missing_from_the_registry(project):
+    import yaml
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["datasets"]["wine"] = {
+        "data": {"source": "sklearn", "name": "load_wine", "target": "target",
+                 "task": "classification"},
+        **{k: {} for k in ("split", "preprocess", "train", "evaluate", "baselines")},
+    }  # fmt: skip
+    del params["datasets"]["adult"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = tandem(["check"], project)
+    assert proc.returncode == 0, proc.stderr  # notes, not errors: the pipeline runs either way
+    assert "note: datasets.wine: its model models/wine/model is not in dvc.yaml's artifacts" in (
+        proc.stderr
+    )
+    assert "note: artifact adult-model: models/adult/model is no registry entry's model" in (
+        proc.stderr
+    )
 
 
 def test_check_finds_dvc_yaml_and_params_disagreeing(project):

@@ -157,6 +157,42 @@ def test_roc_rows_per_class_from_origin_to_corner_and_valid_json(multiclass):
     assert {r["class"] for r in rows} == set(classes)
 
 
+def test_curve_rows_hold_roc_and_precision_recall_of_every_class(multiclass):
+    y_true, _, proba, classes = multiclass
+    rows = ev.curve_rows(y_true, proba, classes)
+    assert json.loads(json.dumps(rows, allow_nan=False)) == rows
+    assert {tuple(sorted(r)) for r in rows} == {("class", "curve", "point", "x", "y")}
+    for cls in classes:
+        roc = [r for r in rows if r["class"] == cls and r["curve"] == "roc"]
+        pr = [r for r in rows if r["class"] == cls and r["curve"] == "pr"]
+        assert (roc[0]["x"], roc[0]["y"], roc[-1]["x"], roc[-1]["y"]) == (0.0, 0.0, 1.0, 1.0)
+        assert pr[-1]["x"] == 0.0 and pr[-1]["y"] == 1.0  # sklearn's last PR point: recall 0
+        assert [r["point"] for r in roc] == list(range(roc[0]["point"], roc[0]["point"] + len(roc)))
+        assert all(0 <= r["x"] <= 1 and 0 <= r["y"] <= 1 for r in roc + pr)
+
+
+def test_regression_rows_points_and_residuals():
+    points, residuals = ev.regression_rows([1.0, 2.0, 4.0], np.array([1.5, 2.0, 3.0]))
+    assert points[0] == {"actual": 1.0, "predicted": 1.5}
+    assert [r["residual"] for r in residuals] == [-0.5, 0.0, 1.0]
+
+
+def test_learning_rows_losses_and_score_per_epoch():
+    history = [
+        {"epoch": 1, "train_loss": 0.9, "valid_loss": 0.8, "valid_accuracy": 0.7, "lr": 0.1},
+        {"epoch": 2, "train_loss": 0.5, "valid_loss": 0.6, "valid_accuracy": 0.8, "lr": 0.1},
+    ]
+    losses, scores = ev.learning_rows(history)
+    assert losses[2:] == [
+        {"epoch": 2, "split": "train", "loss": 0.5},
+        {"epoch": 2, "split": "valid", "loss": 0.6},
+    ]
+    assert scores == [{"epoch": 1, "valid_score": 0.7}, {"epoch": 2, "valid_score": 0.8}]
+    losses, scores = ev.learning_rows([{"epoch": 1, "train_loss": 0.4, "lr": 0.1}])
+    assert losses == [{"epoch": 1, "split": "train", "loss": 0.4}]
+    assert scores == [{"epoch": 1, "valid_score": None}]
+
+
 def test_roc_rows_skip_class_absent_from_truth():
     y_true = np.array(["a", "b", "a", "b"])
     proba = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [0.1, 0.8, 0.1]])

@@ -578,6 +578,30 @@ def code_dep_problems(root: Path, raw: dict) -> list[str]:
     return problems
 
 
+def registry_notes(root: Path, raw: dict) -> list[str]:
+    """The model registry (dvc.yaml's ``artifacts``) against params.yaml's ``datasets``: an
+    entry whose model is not declared as an artifact, and an artifact whose model no entry
+    trains. Notes, not errors: the pipeline runs either way."""
+    import yaml
+
+    artifacts = (yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8")) or {}).get(
+        "artifacts"
+    ) or {}
+    entries = set(raw.get("datasets") or {})
+    declared = {str(a.get("path", "")).rstrip("/"): n for n, a in artifacts.items()}
+    notes = [
+        f"datasets.{name}: its model models/{name}/model is not in dvc.yaml's artifacts (the "
+        f"model registry); add `{name}-model: {{path: models/{name}/model, type: model}}`"
+        for name in sorted(entries) if f"models/{name}/model" not in declared
+    ]  # fmt: skip
+    notes += [
+        f"artifact {artifact}: {path} is no registry entry's model (params.yaml's datasets)"
+        for path, artifact in sorted(declared.items())
+        if not (path.startswith("models/") and path.endswith("/model") and path[7:-6] in entries)
+    ]
+    return notes
+
+
 _ABSENT = object()
 
 
@@ -604,6 +628,7 @@ def check(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) ->
         raw = yaml.safe_load(params.read_text(encoding="utf-8")) or {}
         problems = dvc_params_problems(root, raw)
         code_problems = code_dep_problems(root, raw)
+        notes = registry_notes(root, raw)
     except (ParamsError, StageError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -617,6 +642,8 @@ def check(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) ->
             "changes):\n  " + "\n  ".join(code_problems),
             err=True,
         )
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
     if problems or code_problems:
         raise typer.Exit(2)
     typer.echo(

@@ -30,6 +30,7 @@ from sklearn.metrics import (
     log_loss,
     mean_absolute_error,
     mean_squared_error,
+    precision_recall_curve,
     precision_score,
     r2_score,
     recall_score,
@@ -43,11 +44,14 @@ __all__ = [
     "classification_metrics",
     "comparison_table",
     "confusion_rows",
+    "curve_rows",
+    "learning_rows",
     "plot_confusion",
     "plot_learning_curves",
     "plot_model_comparison",
     "plot_worst_digits",
     "regression_metrics",
+    "regression_rows",
     "roc_rows",
     "worst_indices",
 ]
@@ -177,6 +181,66 @@ def roc_rows(y_true: Any, proba: Any, classes: Sequence[Any]) -> list[dict[str, 
                 {"class": str(cls), "fpr": float(f), "tpr": float(t), "threshold": threshold}
             )
     return rows
+
+
+def curve_rows(y_true: Any, proba: Any, classes: Sequence[Any]) -> list[dict[str, Any]]:
+    """ROC and precision-recall points of every class (one-vs-rest) in one list, for one chart:
+    ``{"curve", "class", "point", "x", "y"}``: for ``curve`` "roc" x is the false positive rate
+    and y the true positive rate, for "pr" x is recall and y precision; ``point`` orders each
+    curve. Every row has the same keys (DVC infers fields from them). Intermediate points are
+    dropped; a class absent from ``y_true`` is skipped."""
+    y_true = _labels(y_true)
+    classes = list(_labels(classes))
+    p = _proba(proba, len(classes), len(y_true))
+    rows: list[dict[str, Any]] = [
+        {"curve": "roc", "class": r["class"], "point": i, "x": r["fpr"], "y": r["tpr"]}
+        for i, r in enumerate(roc_rows(y_true, p, classes))
+    ]
+    for j, cls in enumerate(classes):
+        positive = y_true == cls
+        if positive.all() or not positive.any():
+            continue
+        precision, recall, _ = precision_recall_curve(positive, p[:, j], drop_intermediate=True)
+        rows += [
+            {"curve": "pr", "class": str(cls), "point": i, "x": round(float(r), 6),
+             "y": round(float(q), 6)}
+            for i, (r, q) in enumerate(zip(recall, precision, strict=True))
+        ]  # fmt: skip
+    return rows
+
+
+def regression_rows(y_true: Any, y_pred: Any) -> tuple[list[dict], list[dict]]:
+    """Plot data for a regressor: ``{"actual", "predicted"}`` per test row, and the residuals
+    ``{"predicted", "residual"}`` (actual - predicted)."""
+    y_true = np.asarray(y_true, dtype=float).ravel()
+    y_pred = np.asarray(y_pred, dtype=float).ravel()
+    points = [
+        {"actual": float(a), "predicted": round(float(b), 6)}
+        for a, b in zip(y_true, y_pred, strict=True)
+    ]
+    residuals = [
+        {"predicted": round(float(b), 6), "residual": round(float(a - b), 6)}
+        for a, b in zip(y_true, y_pred, strict=True)
+    ]
+    return points, residuals
+
+
+def learning_rows(history: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Plot data from an estimator's ``history_``: the losses in long form, ``{"epoch", "split":
+    "train" | "valid", "loss"}`` (one line per split in one chart), and ``{"epoch",
+    "valid_score"}`` per epoch (accuracy for a classifier, R² for a regressor; ``None`` where the
+    fit held out no validation rows)."""
+    losses, scores = [], []
+    for record in history:
+        epoch = int(record["epoch"])
+        for split in ("train", "valid"):
+            if record.get(f"{split}_loss") is not None:
+                losses.append({"epoch": epoch, "split": split,
+                               "loss": float(record[f"{split}_loss"])})  # fmt: skip
+        key = next((k for k in record if k.startswith("valid_") and k != "valid_loss"), None)
+        score = record.get(key) if key else None
+        scores.append({"epoch": epoch, "valid_score": None if score is None else float(score)})
+    return losses, scores
 
 
 # --------------------------------------------------------------------------- figures
