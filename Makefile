@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup pipeline push pull test lint
+.PHONY: setup pipeline remote push pull test lint
 
 setup: $(VENV)/.installed
 
@@ -16,13 +16,18 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 pipeline: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-# DVC's default remote: ../tandem-remote, a folder beside the repo (.dvc/config). `make push`
-# shares outputs and the run-cache; a teammate's clone runs `make pull`, then `dvc repro` reruns
-# nothing. For S3/GCS/Azure see docs/remote.md.
-push: setup
+# DVC's default remote: ../tandem-remote, a folder beside the repo (.dvc/config). `make remote`
+# pins that folder's absolute path in .dvc/config.local (git-ignored): DVC resolves a relative URL
+# inside the git tree when it pushes a commit or an experiment rather than the workspace. `make
+# push` shares the outputs and the run-cache; a teammate's clone runs `make pull`, then `dvc repro`
+# reruns nothing. Experiments travel with `dvc exp push`; S3/GCS/Azure: see docs/remote.md.
+remote: setup
+	$(BIN)/dvc remote modify --local local url "$(abspath ..)/tandem-remote"
+
+push: remote
 	$(BIN)/dvc push --run-cache
 
-pull: setup
+pull: remote
 	$(BIN)/dvc pull --run-cache
 
 test: setup

@@ -113,3 +113,18 @@ def project(tmp_path: Path) -> Path:
         shutil.copy(ROOT / name, dest / name)
     shutil.copytree(ROOT / "stages", dest / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     return dest
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """The end-to-end project after its first full `dvc repro` (tests/e2e.py), made once per
+    session: test_pipeline goes on from it, and compares a second, clean run with it."""
+    from e2e import first_pipeline_run
+
+    return first_pipeline_run(tmp_path_factory.mktemp("e2e"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end file first: under xdist (--dist loadfile) one worker runs it, the longest
+    chain of the suite, while the others share every other file."""
+    items.sort(key=lambda item: item.path.name != "test_pipeline.py")
