@@ -1,6 +1,6 @@
 """summary: every entry of the registry and every model in one table (Markdown + CSV) and a
-chart with one panel per data set (accuracy or R²). The numbers stay in each entry's metrics
-files; these are reports."""
+chart with one panel per data set (accuracy or R²: the baselines' one score). The numbers stay in
+each entry's metrics files; these are reports."""
 
 import json
 from pathlib import Path
@@ -22,7 +22,7 @@ def run(params, name: None = None) -> None:  # over every entry: no single data 
         paths = layout(entry_name)
         models = {"torch": json.loads(Path(paths.metrics("eval")).read_text())}
         models.update(json.loads(Path(paths.metrics("baselines")).read_text()))
-        metric = "accuracy" if "accuracy" in models["torch"] else "r2"
+        metric = evaluation.headline(models["torch"])
         metrics[entry_name] = "R²" if metric == "r2" else metric
         groups[entry_name] = {model: scores[metric] for model, scores in models.items()}
         rows += [{"dataset": entry_name, "model": m, **s} for m, s in models.items()]

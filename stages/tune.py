@@ -4,9 +4,10 @@ on its training split.
 The method (grid | random | halving_grid | halving_random), the fixed estimator params, the search
 space (the estimator's own param names), the scorers and the refit metric all come from the tune
 section. The space is checked against the estimator before anything is fitted. Outputs:
-``cv_results_`` as CSV, the best candidate as a metrics JSON, one plot per searched
-hyperparameter, and under models/tune the best candidate's full estimator params (plus, with
-save_model, the refit preprocessor and model).
+``cv_results_`` as CSV, the best candidate's scores as the metric (search/tune/best.json), one
+plot per searched hyperparameter, and under models/tune the search's summary with the best
+candidate's params and full estimator params (plus, with save_model, the refit preprocessor and
+model).
 """
 
 import shutil
@@ -78,7 +79,7 @@ def run(params, name: str) -> None:
     )
     io.write_text(RESULTS, frame.drop(columns=clock).to_csv(index=False))
     best = search.summary(searcher, method=p.method, refit_metric=p.refit)
-    io.write_json(BEST, best)
+    io.write_json(BEST, best["scores"])  # the metric: the best candidate's scores, nothing else
     for old in Path(PLOTS).glob("*.png"):  # plots of parameters no longer searched
         old.unlink()
     search.plot_param_scores(frame, p.refit, PLOTS)

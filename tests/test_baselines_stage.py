@@ -40,5 +40,6 @@ def test_every_baseline_gets_scores_and_a_fit_time(tmp_path, monkeypatch):
     scores = json.loads((tmp_path / "metrics/toy/baselines.json").read_text())
     timings = json.loads((tmp_path / "logs/timings/baselines@toy.json").read_text())
     assert set(scores) == {"logistic_regression", "random_forest", "hist_gradient_boosting"}
+    assert all(set(s) == {"accuracy"} and 0 <= s["accuracy"] <= 1 for s in scores.values())
     assert set(timings["fit_seconds"]) == set(scores)
     assert all(s >= 0 for s in timings["fit_seconds"].values())

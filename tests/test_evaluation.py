@@ -14,9 +14,7 @@ from sklearn.metrics import (
     log_loss,
     mean_absolute_error,
     mean_squared_error,
-    precision_score,
     r2_score,
-    recall_score,
     roc_auc_score,
 )
 
@@ -57,8 +55,6 @@ def test_classification_metrics_match_sklearn_multiclass(multiclass):
     expected = {
         "accuracy": accuracy_score(y_true, y_pred),
         "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
-        "precision_macro": precision_score(y_true, y_pred, average="macro"),
-        "recall_macro": recall_score(y_true, y_pred, average="macro"),
         "f1_macro": f1_score(y_true, y_pred, average="macro"),
         "roc_auc_ovr": roc_auc_score(y_true, proba, multi_class="ovr", average="macro"),
         "log_loss": log_loss(y_true, proba),
@@ -123,7 +119,7 @@ def test_regression_metrics_match_sklearn():
     y_true = rng.normal(size=40)
     y_pred = y_true + rng.normal(scale=0.3, size=40)
     m = ev.regression_metrics(y_true, y_pred)
-    assert m["mse"] == pytest.approx(mean_squared_error(y_true, y_pred))
+    assert set(m) == {"rmse", "mae", "r2"}
     assert m["rmse"] == pytest.approx(math.sqrt(mean_squared_error(y_true, y_pred)))
     assert m["mae"] == pytest.approx(mean_absolute_error(y_true, y_pred))
     assert m["r2"] == pytest.approx(r2_score(y_true, y_pred))

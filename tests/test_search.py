@@ -219,7 +219,7 @@ def test_cross_validate_scores(xy):
     scores = search.cross_validate_scores(
         pipe, *xy, cv=search.folds(4, 0), scoring=["accuracy", "f1_macro", "neg_log_loss"]
     )
-    assert scores["folds"] == 4 and scores["rows"] == 150
+    assert set(scores) == {"accuracy", "f1_macro", "neg_log_loss", "fit_seconds", "wall_seconds"}
     for name in ("accuracy", "f1_macro"):
         assert 0 < scores[name]["mean"] <= 1 and scores[name]["std"] >= 0
     assert scores["neg_log_loss"]["mean"] < 0
@@ -314,15 +314,19 @@ def test_cv_and_tune_stages_alone(project):
                    "--set", "cv.folds=3", "--set", "cv.max_rows=120"], project)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     cv = json.loads((project / "search" / "cv.json").read_text())
-    assert cv["folds"] == 3 and cv["rows"] == 120
-    assert {"accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss"} <= set(cv)
+    assert set(cv) == {"accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss"}  # scores only
     assert set(cv["accuracy"]) == {"mean", "std"}
+    record = json.loads((project / "logs" / "timings" / "cv@usps.json").read_text())
+    assert record["folds"] == 3 and record["rows"] == 120
 
     proc = tandem(["tune", "--set", "tune.space.max_epochs=[2]", "--set", "tune.save_model=true",
                    "--set", "tune.max_rows=120"], project)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    best = json.loads((project / "search" / "tune" / "best.json").read_text())
+    scores = json.loads((project / "search" / "tune" / "best.json").read_text())
+    assert set(scores) == {"accuracy", "f1_macro"} and set(scores["accuracy"]) == {"mean", "std"}
+    best = json.loads((project / "models" / "tune" / "search.json").read_text())
     assert best["n_candidates"] == 4 and best["n_fits"] == 12
+    assert best["scores"] == scores
     frame = pd.read_csv(project / "search" / "tune" / "cv_results.csv")
     assert len(frame) == 4 and "param_module__activation" in frame
     plots = sorted(p.name for p in (project / "reports" / "tune").glob("*.png"))

@@ -31,9 +31,7 @@ from sklearn.metrics import (
     mean_absolute_error,
     mean_squared_error,
     precision_recall_curve,
-    precision_score,
     r2_score,
-    recall_score,
     roc_auc_score,
     roc_curve,
 )
@@ -103,9 +101,10 @@ def classification_metrics(
     sorted (sklearn's ``roc_auc_score`` and ``log_loss`` assume sorted labels, so the columns are
     reordered here rather than silently mismatched). Passing the classes as ``labels`` keeps ROC AUC
     and log loss defined when a class is absent from the test set. In the binary case ROC AUC scores
-    ``proba[:, 1]`` with ``classes[1]`` as the positive class. The macro averages of precision,
-    recall and F1 run over the labels that occur in ``y_true`` or ``y_pred``, as sklearn's do. An
-    undefined score (ROC AUC when a class never occurs in ``y_true``) is NaN, as sklearn reports it.
+    ``proba[:, 1]`` with ``classes[1]`` as the positive class. Macro F1 runs over the labels that
+    occur in ``y_true`` or ``y_pred``, as sklearn's does. An undefined score (ROC AUC when a class
+    never occurs in ``y_true``) is NaN, as sklearn reports it. Macro recall is left out: it is
+    balanced accuracy, the same number.
     """
     y_true, y_pred = _labels(y_true), _labels(y_pred)
     classes_in = _labels(classes)
@@ -121,8 +120,6 @@ def classification_metrics(
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "precision_macro": float(precision_score(y_true, y_pred, average="macro", zero_division=0)),
-        "recall_macro": float(recall_score(y_true, y_pred, average="macro", zero_division=0)),
         "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "roc_auc_ovr": float(auc),
         "log_loss": float(log_loss(y_true, p, labels=labels)),
@@ -130,16 +127,20 @@ def classification_metrics(
 
 
 def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
-    """MSE, RMSE, MAE and R² as floats: RMSE is in the target's unit, R² compares across sets."""
+    """RMSE, MAE and R² as floats: RMSE is in the target's unit, R² compares across sets (MSE is
+    RMSE squared: the same number twice)."""
     y_true = np.asarray(y_true, dtype=float).ravel()
     y_pred = np.asarray(y_pred, dtype=float).ravel()
-    mse = float(mean_squared_error(y_true, y_pred))
     return {
-        "mse": mse,
-        "rmse": math.sqrt(mse),
+        "rmse": math.sqrt(float(mean_squared_error(y_true, y_pred))),
         "mae": float(mean_absolute_error(y_true, y_pred)),
         "r2": float(r2_score(y_true, y_pred)),
     }
+
+
+def headline(scores: Mapping[str, float]) -> str:
+    """The one score that ranks models on an entry: accuracy, or R² for regression."""
+    return "accuracy" if "accuracy" in scores else "r2"
 
 
 # ------------------------------------------------------------------------ plot data for dvc plots

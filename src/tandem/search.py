@@ -427,8 +427,6 @@ def cross_validate_scores(
         "mean": float(np.mean(out["fit_time"])),
         "std": float(np.std(out["fit_time"])),
     }
-    result["folds"] = int(len(out["fit_time"]))
-    result["rows"] = int(len(y))
     result["wall_seconds"] = round(wall, 3)
     return result
 
