@@ -50,6 +50,11 @@ class Layout:
         return self._at("models", "model")
 
     @property
+    def ensemble(self) -> str:
+        """The ensemble stage's extra members (member-1, member-2, ...)."""
+        return self._at("models", "ensemble")
+
+    @property
     def checkpoint(self) -> str:
         return f"checkpoints/{self.name}.pt"
 
@@ -58,7 +63,7 @@ class Layout:
         return self._at("dvclive")
 
     def metrics(self, kind: str) -> str:
-        """metrics/<name>/<kind>.json: train, eval, baselines, export."""
+        """metrics/<name>/<kind>.json: train, eval, baselines, export, ensemble."""
         return self._at("metrics", f"{kind}.json")
 
     def plot(self, kind: str) -> str:

@@ -1,6 +1,6 @@
-"""summary: every entry of the registry and every model in one table (Markdown + CSV) and a
-chart with one panel per data set (accuracy or R²: the baselines' one score). The numbers stay in
-each entry's metrics files; these are reports."""
+"""summary: every entry of the registry and every model (seed ensembles too) in one table
+(Markdown + CSV) and a chart with one panel per data set (accuracy or R²: the baselines' one
+score). The numbers stay in each entry's metrics files; these are reports."""
 
 import json
 from pathlib import Path
@@ -10,7 +10,7 @@ import pandas as pd
 from stages.layout import layout
 from tandem import evaluation, io
 
-PARAMS = ("datasets",)
+PARAMS = ("datasets", "ensemble.datasets")
 TABLE = "reports/summary.md"
 CSV = "reports/summary.csv"
 CHART = "reports/summary.png"
@@ -21,6 +21,8 @@ def run(params, name: None = None) -> None:  # over every entry: no single data 
     for entry_name in params.datasets:
         paths = layout(entry_name)
         models = {"torch": json.loads(Path(paths.metrics("eval")).read_text())}
+        if entry_name in params.ensemble.datasets:
+            models["torch ensemble"] = json.loads(Path(paths.metrics("ensemble")).read_text())
         models.update(json.loads(Path(paths.metrics("baselines")).read_text()))
         metric = evaluation.headline(models["torch"])
         metrics[entry_name] = "R²" if metric == "r2" else metric

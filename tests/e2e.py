@@ -19,7 +19,9 @@ PER_ENTRY = ("fetch", "split", "preprocess", "train", "evaluate", "export", "bas
 DEFAULT = ("usps",)  # kept from the default registry
 ADDED = ("mycsv", "digits", "diabetes")
 ENTRIES = (*DEFAULT, *ADDED)
-ALL_STAGES = {f"{s}@{d}" for s in PER_ENTRY for d in ENTRIES} | {"summary", "cv", "tune"}
+ALL_STAGES = {f"{s}@{d}" for s in PER_ENTRY for d in ENTRIES} | {
+    "ensemble@usps", "summary", "cv", "tune"
+}  # fmt: skip
 GIT = ["git", "-c", "user.name=tandem-test", "-c", "user.email=test@tandem.invalid"]
 
 # the real pipeline with smaller numbers, so a full run takes a few minutes on 2 cores; three
@@ -31,6 +33,7 @@ SMALL = {
                   "hist_gradient_boosting": {"max_iter": 5}},
     "cv": {"folds": 3, "max_rows": 300, "max_epochs": 1},
     "tune": {"max_rows": 300},
+    "ensemble": {"members": 2},
 }  # fmt: skip
 # the entries a user adds: params alone, plus the data under data/sources/
 NO_OVERRIDES = {s: {} for s in ("split", "preprocess", "train", "evaluate", "baselines")}

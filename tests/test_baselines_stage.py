@@ -29,6 +29,7 @@ def test_every_baseline_gets_scores_and_a_fit_time(tmp_path, monkeypatch):
         **{section: {} for section in ("split", "preprocess", "train", "evaluate", "baselines")},
     }}  # fmt: skip
     raw["cv"]["dataset"] = raw["tune"]["dataset"] = "toy"
+    raw["ensemble"]["datasets"] = []
     raw["baselines"]["random_forest"]["n_estimators"] = 5
     raw["baselines"]["hist_gradient_boosting"]["max_iter"] = 5
     monkeypatch.chdir(tmp_path)

@@ -110,9 +110,10 @@ def _dvc_stages() -> dict:
     """dvc.yaml's stages as (module name, dataset placeholder or None, stage body)."""
     out = {}
     for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
-        if "foreach" in stage:
-            assert stage["foreach"] == "${datasets}", name
-            out[name] = (name, "${key}", stage["do"])
+        if "foreach" in stage:  # the registry's entries, or a list of their names
+            assert stage["foreach"] in ("${datasets}", "${ensemble.datasets}"), name
+            placeholder = "${key}" if stage["foreach"] == "${datasets}" else "${item}"
+            out[name] = (name, placeholder, stage["do"])
         else:
             out[name] = (name, None, stage)
     return out
@@ -126,10 +127,11 @@ def _module(name: str):
 def test_every_per_entry_stage_runs_over_the_registry():
     """The chain runs once per entry of datasets; no stage is written for one data set."""
     stages = _dvc_stages()
-    per_entry = {name for name, (_, placeholder, _) in stages.items() if placeholder}
+    per_entry = {name for name, (_, placeholder, _) in stages.items() if placeholder == "${key}"}
     assert per_entry == {"fetch", "split", "preprocess", "train", "evaluate", "export", "baselines"}
     for name in per_entry:
         assert stages[name][2]["cmd"] == f"tandem {name} --dataset ${{key}}"
+    assert stages["ensemble"][2]["cmd"] == "tandem ensemble --dataset ${item}"  # listed entries
     assert not any("usps" in str(body) for _, _, body in stages.values())
 
 
@@ -144,7 +146,7 @@ def test_every_stage_declares_exactly_the_params_it_reads():
             assert declared == module.PARAMS, name
             restrict(params, module.PARAMS)  # raises if a declared key does not exist
         else:
-            ref = "${key}" if placeholder else f"${{{name}.dataset}}"
+            ref = placeholder or f"${{{name}.dataset}}"
             assert declared == tuple(k.replace("{name}", ref) for k in module.PARAMS), name
             for dataset in params.datasets:
                 restrict(params, stage_params(module, dataset))
@@ -183,11 +185,12 @@ def test_stage_outputs_match_dvc_yaml():
         ),  # fmt: skip
         "baselines": ("metrics:baselines",),
         "export": ("metrics:export",),
+        "ensemble": ("ensemble", "metrics:ensemble"),
     }
-    paths = layout("${key}")
-    for name, (module_name, _, stage) in _dvc_stages().items():
+    for name, (module_name, placeholder, stage) in _dvc_stages().items():
         if module_name not in writes:
             continue
+        paths = layout(placeholder)
         declared = set()
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind, []):

@@ -72,6 +72,8 @@ def test_full_run_then_partial_reruns(pipeline_run):
     summary = (repo / "reports/summary.csv").read_text()
     assert summary.startswith("dataset,model,")
     assert {line.split(",")[0] for line in summary.splitlines()[1:]} == set(ENTRIES)
+    assert "\nusps,torch ensemble," in summary  # usps's seed ensemble beside its single model
+    assert (repo / "models/usps/ensemble/member-1/config.json").is_file()
     predictions = json.loads((repo / "plots/predictions/usps.json").read_text())
     assert len(predictions) == 2325 and set(predictions[0]) == {"actual", "predicted"}
     assert (repo / "dvclive/usps/plots/metrics/train_loss.tsv").is_file()
@@ -80,7 +82,9 @@ def test_full_run_then_partial_reruns(pipeline_run):
 
     # an entry's own override reruns that entry's training (and what reads it), nothing else
     set_params(repo, datasets__usps__train={"lr": 0.002})
-    assert repro(repo, env) == {"train@usps", "evaluate@usps", "export@usps", "cv", "summary"}
+    assert repro(repo, env) == {
+        "train@usps", "evaluate@usps", "export@usps", "ensemble@usps", "cv", "summary"
+    }  # fmt: skip
 
     set_params(repo, datasets__diabetes__preprocess={"scaler": "minmax"})
     assert repro(repo, env) == {f"{s}@diabetes" for s in PER_ENTRY[2:]} | {"summary"}
@@ -322,7 +326,10 @@ def test_metrics_are_the_scores_alone(pipeline_run):
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo, env).stdout)
     files = {k: v["data"] for k, v in next(iter(shown.values()))["data"].items()}
     expected = {f"metrics/{n}/{k}.json" for n in ENTRIES for k in ("eval", "baselines")}
-    assert set(files) == expected | {"search/cv.json", "search/tune/best.json"}
+    searches = {"search/cv.json", "search/tune/best.json"}
+    assert set(files) == expected | searches | {"metrics/usps/ensemble.json"}
+    # the seed ensemble is scored like the single model (eval.json's keys)
+    assert set(files["metrics/usps/ensemble.json"]) == set(files["metrics/usps/eval.json"])
 
     baselines = {"logistic_regression", "ridge", "random_forest", "hist_gradient_boosting", "svc"}
     for name in ENTRIES:

@@ -29,11 +29,14 @@ STAGES = {
     "export": "Export preprocessor + network as one ONNX file (checked vs Python) + TorchScript.",
     "cv": "Cross-validate preprocessor + torch classifier on train (mean ± std per scorer).",
     "tune": "Hyperparameter search (grid | random | halving) with CV results, best params, plots.",
+    "ensemble": "Train more seeds of a model; score their averaged probabilities on test.",
     "summary": "Every data set and model in one table and chart (reports/summary.*).",
 }
 # stages that run once per entry of params.yaml's datasets (--dataset NAME); cv and tune run on
 # the entry their section names (cv.dataset, tune.dataset) unless --dataset says another
-PER_DATASET = ("fetch", "split", "preprocess", "train", "evaluate", "baselines", "export")
+PER_DATASET = (
+    "fetch", "split", "preprocess", "train", "evaluate", "baselines", "export", "ensemble",
+)  # fmt: skip
 SEARCH_STAGES = ("cv", "tune")
 
 app = typer.Typer(

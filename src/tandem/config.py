@@ -299,6 +299,14 @@ class TuneParams(Section):
     parallel: ParallelParams
 
 
+class EnsembleParams(Section):
+    """Seed ensembles of some entries: the train stage's model plus members - 1 more, each trained
+    with the same recipe and another seed, their class probabilities averaged."""
+
+    datasets: list[str] = Field(description="classification entries of datasets to ensemble")
+    members: int = Field(ge=2, description="models in each ensemble, the train stage's included")
+
+
 class Params(Section):
     datasets: dict[str, DatasetEntry] = Field(min_length=1)
     fetch: FetchParams
@@ -309,6 +317,7 @@ class Params(Section):
     baselines: BaselinesParams
     cv: CVParams
     tune: TuneParams
+    ensemble: EnsembleParams
 
     @model_validator(mode="after")
     def _check_entries(self) -> Params:
@@ -338,6 +347,13 @@ class Params(Section):
                 )
             elif self.datasets[name].data.task != "classification":
                 problems.append(f"{section}.dataset: {name!r} is not a classification entry")
+        for name in {n for n in self.ensemble.datasets if self.ensemble.datasets.count(n) > 1}:
+            problems.append(f"ensemble.datasets: {name!r} is listed twice")
+        for name in self.ensemble.datasets:
+            if name not in self.datasets:
+                problems.append(f"ensemble.datasets: {name!r} is not in datasets")
+            elif self.datasets[name].data.task != "classification":
+                problems.append(f"ensemble.datasets: {name!r} is not a classification entry")
         if problems:
             raise ValueError("\n  ".join(problems))
         return self
