@@ -147,3 +147,39 @@ def test_images_are_refused_by_a_tabular_model_and_bad_images_named(
     assert result.exit_code == 1 and "blank.png" in result.output and "blank" in result.output
     result = predict(tmp_path / "broken.png", "--model-dir", usps_dir)
     assert result.exit_code == 1 and "broken.png is not a readable image" in result.output
+
+
+def test_tta_averages_the_shifted_images_as_evaluate_does(usps_dir, tmp_path):
+    """`--tta`: the probabilities of `predict_proba_tta` (evaluate.tta's), not the plain ones."""
+    from tandem import inference
+
+    test = pd.read_parquet(usps_test(usps_dir))
+    test.to_csv(tmp_path / "rows.csv", index=False)
+    outputs = {}
+    for flag in ((), ("--tta",)):
+        out = tmp_path / f"pred{len(flag)}.csv"
+        result = predict(tmp_path / "rows.csv", "--model-dir", usps_dir, "-o", out, *flag)
+        assert result.exit_code == 0, result.output
+        outputs[bool(flag)] = pd.read_csv(out, dtype={"prediction": str}).filter(like="proba_")
+    pipe = inference.load(usps_dir)
+    X = pipe.preprocessor.transform(test[pipe.feature_names])
+    assert np.allclose(outputs[True].to_numpy(), pipe.estimator.predict_proba_tta(X), atol=1e-6)
+    assert not np.allclose(outputs[True].to_numpy(), outputs[False].to_numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "which, message",
+    [
+        ("onnx", "test-time augmentation runs in torch"),
+        ("tabular", "is not an image classifier"),
+    ],
+)
+def test_tta_is_refused_where_it_cannot_run(usps_dir, tabular_dir, tmp_path, which, message):
+    model_dir = usps_dir if which == "onnx" else tabular_dir
+    rows = pd.read_parquet(usps_test(usps_dir) if which == "onnx" else tabular_test(tabular_dir))
+    rows.head(5).to_csv(tmp_path / "rows.csv", index=False)
+    out = tmp_path / "pred.csv"
+    args = ("--backend", "onnx") if which == "onnx" else ()
+    result = predict(tmp_path / "rows.csv", "--model-dir", model_dir, "-o", out, "--tta", *args)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not out.exists()

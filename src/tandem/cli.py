@@ -689,6 +689,9 @@ def predict(
         typer.Option("--output", "-o", help="predictions file: .csv, .parquet or .json"),
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help="torch or onnx")] = "torch",
+    tta: Annotated[
+        bool, typer.Option("--tta", help="image classifiers: average the 1-pixel shifts (torch)")
+    ] = False,
 ) -> None:
     """Predict labels and class probabilities for new data with the trained pipeline."""
     from tandem import inference
@@ -699,7 +702,7 @@ def predict(
             raise inference.InputError(f"--backend must be torch or onnx; got {backend!r}")
         if output is not None:
             inference.check_output_path(output)
-        result = inference.predict_file(input, model_dir, backend=backend)
+        result = inference.predict_file(input, model_dir, backend=backend, tta=tta)
         if output is not None:
             inference.write_predictions(result, output)
     except (inference.InputError, FileNotFoundError, ValueError) as exc:

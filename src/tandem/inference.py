@@ -97,9 +97,16 @@ class Pipeline:
     def is_image(self) -> bool:
         return self.image_shape is not None
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Class probabilities (classification) or predictions (regression), float64."""
+    def predict_proba(self, frame: pd.DataFrame, *, tta: bool = False) -> np.ndarray:
+        """Class probabilities (classification) or predictions (regression), float64. ``tta``:
+        an image classifier's probabilities averaged over each image and its 1-pixel shifts."""
+        if tta and (self.task != "classification" or not self.is_image):
+            raise InputError(
+                f"test-time augmentation shifts images; {self.model_dir} is not an image classifier"
+            )
         X = self.preprocessor.transform(prepare_frame(frame, self))
+        if tta:
+            return np.asarray(self.estimator.predict_proba_tta(X), dtype=np.float64)
         if self.task == "classification":
             return self.estimator.predict_proba(X)
         pred = self.estimator.predict(X)
@@ -196,19 +203,23 @@ class OnnxModel:
 
 
 def predict_file(
-    path: str | Path, model_dir: str | Path, *, backend: str = "torch"
+    path: str | Path, model_dir: str | Path, *, backend: str = "torch", tta: bool = False
 ) -> pd.DataFrame:
     """Predictions for a CSV/parquet/PNG input: ``prediction``, ``proba_<class>``...
 
-    A ``file`` column (images) or an ``id`` column in the input is carried over.
+    A ``file`` column (images) or an ``id`` column in the input is carried over. ``tta``
+    (torch backend, image classifiers): test-time augmentation, as ``evaluate.tta``.
     """
+    if tta and backend == "onnx":
+        raise InputError("test-time augmentation runs in torch: use --backend torch with --tta "
+                         "(model.onnx is the plain network)")  # fmt: skip
     pipe = load(model_dir)
     frame = read_input(path, pipe)
     X = prepare_frame(frame, pipe)
     if backend == "onnx":
         proba = OnnxModel(Path(model_dir) / ONNX_FILE).run(X).astype(np.float64)
     else:
-        proba = pipe.predict_proba(X)
+        proba = pipe.predict_proba(X, tta=tta)
     result = result_frame(pipe, proba)
     for key in ("id", "file"):
         if key in frame.columns and key not in pipe.feature_names:
