@@ -12,8 +12,9 @@ from stages.layout import layout, timings
 from stages.train import build_estimator
 from tandem import TorchClassifier, config, console, data, evaluation, io
 
+# evaluate.tta alone: the figures' settings (n_worst, label_names) do not retrain the members
 PARAMS = (
-    "ensemble.members", "train", "evaluate", "datasets.{name}.data", "datasets.{name}.train",
+    "ensemble.members", "train", "evaluate.tta", "datasets.{name}.data", "datasets.{name}.train",
     "datasets.{name}.evaluate",
 )  # fmt: skip
 
@@ -34,7 +35,7 @@ def run(params, name: str) -> None:
             models.append(est)
             seconds.append(round(est.fit_seconds_, 3))
     X_test, y_test = data.xy(io.read_parquet(paths.test_features), spec.target)
-    tta = config.resolve(params.evaluate, entry, "evaluate").tta and spec.modality == "image"
+    tta = entry.evaluate.get("tta", params.evaluate.tta) and spec.modality == "image"
     proba = np.mean([m.predict_proba_tta(X_test) if tta else m.predict_proba(X_test)
                      for m in models], axis=0)  # fmt: skip
     classes = models[0].classes_

@@ -87,3 +87,47 @@ def test_bad_ensemble_params_are_refused_with_their_key(ensemble, message):
 
     with pytest.raises(ValueError, match=message):
         validate(toy_params(**ensemble))
+
+
+def test_an_image_entry_with_tta_averages_every_members_shifted_views(tmp_path, monkeypatch):
+    """evaluate.tta (the entry's override): each member's TTA probabilities, averaged."""
+    from sklearn.datasets import load_digits
+
+    from tandem import TorchClassifier, evaluation
+    from tandem.cli import restrict
+    from tandem.config import validate
+
+    X, y = load_digits(return_X_y=True)
+    frame = pd.DataFrame(X[:300] / 16, columns=[f"p{i}" for i in range(64)]).assign(label=y[:300])
+    folder = tmp_path / "data" / "toy"
+    folder.mkdir(parents=True)
+    frame.iloc[:240].to_parquet(folder / "features_train.parquet", index=False)
+    frame.iloc[240:].to_parquet(folder / "features_test.parquet", index=False)
+    raw = toy_params(members=2)
+    image = {"modality": "image", "image_shape": [8, 8], "channels": 1}
+    raw["datasets"]["toy"]["data"] |= image
+    raw["datasets"]["toy"]["evaluate"] = {"tta": True}
+    raw["datasets"]["toy"]["train"] = {"module": "auto", "max_epochs": 2}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT))
+    from stages import ensemble as stage
+    from stages import train
+
+    params = validate(raw)
+    p = params.train.model_copy(update={"module": "auto", "max_epochs": 2})
+    first = train.build_estimator(p, params.datasets["toy"].data, 240)
+    first.fit(frame.iloc[:240, :64], y[:240]).save(tmp_path / "models/toy/model")
+    stage.run(restrict(params, tuple(k.replace("{name}", "toy") for k in stage.PARAMS)), "toy")
+
+    folders = ("models/toy/model", "models/toy/ensemble/member-1")
+    members = [TorchClassifier.load(tmp_path / folder) for folder in folders]
+    X_test = frame.iloc[240:, :64]
+    proba = np.mean([m.predict_proba_tta(X_test) for m in members], axis=0)
+    plain = np.mean([m.predict_proba(X_test) for m in members], axis=0)
+    scores = json.loads((tmp_path / "metrics/toy/ensemble.json").read_text())
+    classes = members[0].classes_
+
+    y_test = y[240:300]
+    expected = evaluation.classification_metrics(y_test, classes[proba.argmax(1)], proba, classes)
+    assert scores == pytest.approx(expected)
+    assert not np.allclose(proba, plain)  # TTA was on
