@@ -30,6 +30,11 @@ def test_a_per_entry_stage_needs_a_known_data_set(project):
     assert proc.returncode == 2 and "unknown data set 'uspss'" in proc.stderr
     proc = tandem(["cv", "--dataset", "cpu"], project)
     assert proc.returncode == 2 and "'cpu' is a regression entry" in proc.stderr
+    # the ensemble stage runs for the entries DVC runs it for, and writes nothing for another
+    proc = tandem(["ensemble", "--dataset", "adult"], project)
+    assert proc.returncode == 2
+    assert "ensemble.datasets ['usps']; add 'adult' there" in proc.stderr
+    assert not (project / "models").exists() and not (project / "metrics").exists()
 
 
 def test_missing_input_is_named(project):

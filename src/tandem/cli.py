@@ -109,6 +109,11 @@ def stage_dataset(name: str, params: Any, dataset: str | None) -> str | None:
         raise ParamsError(f"unknown data set {dataset!r}; datasets has {list(params.datasets)}")
     if name in SEARCH_STAGES and params.datasets[dataset].data.task != "classification":
         raise ParamsError(f"stage {name} searches classifiers; {dataset!r} is a regression entry")
+    if name == "ensemble" and dataset not in params.ensemble.datasets:  # DVC tracks only those
+        raise ParamsError(
+            f"stage ensemble runs for the entries of ensemble.datasets {params.ensemble.datasets}"
+            f"; add {dataset!r} there (--set 'ensemble.datasets=[{dataset}]')"
+        )
     return dataset
 
 
