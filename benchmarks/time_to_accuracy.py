@@ -8,8 +8,9 @@ side by side in one process:
   lr 1e-3, batch 32, skorch's 20 % stratified validation split, ``EarlyStopping`` on the
   validation loss with patience 5 (at most ``--skorch-max-epochs``), on the raw pixels;
 - **tandem, default**: the train stage's own estimator for the ``usps`` entry of params.yaml
-  (``stages.train.build_estimator``: the ``cnn``, AdamW, OneCycle, batch and epochs from
-  ``fit_length``) on the preprocess stage's features (the entry's preprocess section);
+  (``stages.train.build_estimator``: the entry's recipe, with its augmentation, EMA, batch and
+  epochs) on the preprocess stage's features (the entry's preprocess section), scored with
+  test-time augmentation when the entry's ``evaluate.tta`` says so, as the evaluate stage does;
 - **tandem, short**: the same recipe with fewer epochs (``--short``, each a whole OneCycle run,
   because a OneCycle run's middle epochs are not a shorter recipe's end).
 
@@ -94,7 +95,10 @@ def run_tandem(label, features, y, features_test, y_test, *, params, epochs, dev
     if epochs:  # exactly this many, also below the floor min_steps sets
         est.set_params(max_epochs=epochs)
     seconds = timed(lambda: est.fit(features, y))
-    accuracy = float(np.mean(est.predict(features_test) == y_test))
+    # scored as the evaluate stage scores it: with test-time augmentation when the entry asks
+    tta = config.resolve(params.evaluate, entry, "evaluate").tta
+    proba = est.predict_proba_tta(features_test) if tta else est.predict_proba(features_test)
+    accuracy = float(np.mean(est.classes_[proba.argmax(axis=1)] == y_test))
     return {"recipe": label, "epochs": est.n_iter_, "seconds": seconds, "accuracy": accuracy}
 
 

@@ -43,11 +43,24 @@ def test_missing_input_is_named(project):
     assert "data/usps/raw.parquet" in proc.stderr
 
 
+def test_a_shared_key_the_entry_overrides_is_named(project):
+    # USPS's entry sets its own max_epochs: the shared one does not reach it, and the CLI says so
+    # (the stage then stops on its missing input, as without the note)
+    proc = tandem(["train", "--dataset", "usps", "--set", "train.max_epochs=2",
+                   "--set", "train.weight_decay=0.01"], project)  # fmt: skip
+    assert proc.returncode == 1
+    assert "--set train.max_epochs does not reach 'usps'" in proc.stderr
+    assert "datasets.usps.train.max_epochs (25) wins" in proc.stderr
+    assert "weight_decay" not in proc.stderr  # the entry keeps the shared weight decay
+    proc = tandem(["train", "--dataset", "adult", "--set", "train.max_epochs=2"], project)
+    assert proc.returncode == 1 and "does not reach" not in proc.stderr
+
+
 def test_train_stage_alone_on_small_features(project):
     usps_like(120, at=(project / "data/usps/features_train.parquet",))
     proc = tandem(
         ["train", "--dataset", "usps", "--set", "train.module=mlp",
-         "--set", "train.max_epochs=2", "--set", "train.min_steps=0",
+         "--set", "datasets.usps.train.max_epochs=2", "--set", "train.min_steps=0",
          "--set", "train.lr_schedule=null"],
         project,
     )  # fmt: skip

@@ -213,7 +213,8 @@ def test_entry_overrides_merge_over_the_shared_sections():
     assert merged.max_epochs == 3 and merged.lr == params.train.lr
     # nested mappings merge key by key: the shared hidden sizes stay
     assert merged.module_kwargs["mlp"] == {"hidden_sizes": [256, 128], "dropout": 0.3}
-    assert resolve(params.train, params.datasets["usps"], "train") is params.train
+    # an entry with no override of a section gets the shared one itself
+    assert resolve(params.train, params.datasets["titanic"], "train") is params.train
     with pytest.raises(ParamsError) as info:
         load_params(ROOT / "params.yaml", ["datasets.adult.train={max_epoch: 3, lr: x}"])
     message = str(info.value)

@@ -157,6 +157,7 @@ def test_train_stage_with_nproc_runs_under_torchrun_and_rank_0_writes(project):
             "train.min_steps=0",
             "train.batch_size=64",
             f"train.nproc={nproc}",
+            "datasets.usps.train={}",  # the shared section alone, not USPS's own recipe
             *sets,
         )
         args = ["tandem", "train", "--dataset", "usps", *[w for s in sets for w in ("--set", s)]]

@@ -199,7 +199,8 @@ def test_cli_train_writes_declared_outputs_and_refuses_bad_keys(pipeline_run):
     for path in ("models/usps/model", "metrics/usps/train.json"):
         target = repo / path
         shutil.rmtree(target) if target.is_dir() else target.unlink()
-    run(["tandem", "train", "--dataset", "usps", "--set", "train.max_epochs=1"], repo, env)
+    run(["tandem", "train", "--dataset", "usps", "--set", "datasets.usps.train.max_epochs=1"],
+        repo, env)  # fmt: skip
     declared = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["do"]
     for kind in ("outs", "metrics", "plots"):
         for entry in declared.get(kind, []):

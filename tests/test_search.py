@@ -310,7 +310,7 @@ def test_tune_stage_refuses_a_bad_space_before_reading_data(project):
 
 def test_cv_and_tune_stages_alone(project):
     usps_like(150, classes=3, at=(project / "data/usps/train.parquet",))
-    proc = tandem(["cv", "--set", "train.module=mlp", "--set", "train.max_epochs=2",
+    proc = tandem(["cv", "--set", "train.module=mlp", "--set", "cv.max_epochs=2",
                    "--set", "cv.folds=3", "--set", "cv.max_rows=120"], project)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     cv = json.loads((project / "search" / "cv.json").read_text())

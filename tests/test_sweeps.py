@@ -43,6 +43,7 @@ def sweep_repo(tmp_path) -> tuple[Path, dict]:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"].update(SMALL_TRAIN)
     params["datasets"] = {"usps": params["datasets"]["usps"]}  # the registry: USPS alone
+    params["datasets"]["usps"]["train"] = {}  # the shared (SMALL) section, which the sweep varies
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], repo, env)
     run(["git", "config", "user.name", "tandem-test"], repo, env)  # CI may have no identity

@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from tandem.config import ParamsError, load_params
+from tandem.config import ParamsError, load_params, shadowed
 
 STAGES = {
     "fetch": "Read a data set's source into data/NAME (parquet + provenance JSON).",
@@ -238,6 +238,8 @@ def run_stage(
     except (ParamsError, StageError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    for note in shadowed(params, overrides, dataset) if dataset else ():
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     os.chdir(root)  # stage paths are relative to the project root, as in dvc.yaml
     where = f"stage {name}" + (f" (data set {dataset})" if dataset else "")
     try:

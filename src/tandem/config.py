@@ -438,6 +438,29 @@ def validate(raw: Any, source: str = "params") -> Params:
         raise ParamsError(f"{source} is invalid:\n  {lines}") from None
 
 
+def shadowed(params: Params, overrides: list[str], dataset: str) -> list[str]:
+    """The ``--set`` keys of a shared section that the entry's own section overrides, so that
+    they do not reach its stage (``train.max_epochs`` when ``datasets.usps.train`` has
+    ``max_epochs``): a note for each, naming the key that would."""
+    notes, entry = [], params.datasets[dataset]
+    for text in overrides:
+        path, _ = parse_override(text)
+        if len(path) < 2 or path[0] not in OVERRIDABLE:
+            continue
+        node: Any = getattr(entry, path[0])
+        for part in path[1:]:
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            key = ".".join(path)
+            notes.append(
+                f"--set {key} does not reach {dataset!r}: its own datasets.{dataset}.{key} "
+                f"({node!r}) wins; --set datasets.{dataset}.{key}=... changes it"
+            )
+    return notes
+
+
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
     """Read, override and validate params.yaml; raise ParamsError naming every bad key."""
     path = Path(path)
