@@ -267,7 +267,7 @@ def test_push_then_a_fresh_clone_pulls_everything_and_retrains_nothing(pipeline_
     # the experiment's params in the clone: its training is restored from the pulled run-cache,
     # its outputs fetched from the remote (`--pull`), not rerun (a stage whose outputs are all
     # metrics kept in git, like cv, may recompute them: they are not in the remote)
-    set_params(clone, datasets__usps__train={"lr": 0.002})
+    set_params(clone, datasets__usps__train__lr=0.002)  # as `-S ++datasets.usps.train.lr=...`
     log = run(["dvc", "repro", "--pull"], clone, env).stdout
     assert "Running stage 'train@usps'" not in log, log
     assert "Stage 'train@usps' is cached - skipping run, checking out outputs" in log, log
