@@ -202,6 +202,20 @@ def test_export_is_byte_identical_for_the_same_model(usps_dir, tmp_path):
         assert (copies[0] / out).read_bytes() == (copies[1] / out).read_bytes(), out
 
 
+def test_exports_name_no_folder_of_this_machine(usps_exported):
+    """torch's ONNX exporter records each node's stack trace, with the paths of torch's and
+    tandem's source files: the export drops them (and TorchScript's debug files), so that a clone
+    in another folder, or another virtual environment, exports the same bytes."""
+    import tandem
+
+    folders = {str(Path(tandem.__file__).parent), str(Path(torch.__file__).parent)}
+    for out in ("model.onnx", "model.torchscript.pt"):
+        data = (usps_exported / out).read_bytes()
+        assert not [f for f in folders if f.encode() in data], out
+    graph = onnx.load(str(usps_exported / "model.onnx")).graph
+    assert all(p.key != export.STACK_TRACE for n in graph.node for p in n.metadata_props)
+
+
 def test_an_all_numeric_tabular_model_exports_with_named_columns(tmp_path):
     """A ColumnTransformer over numbers only (no categorical column) is fed by column, not as an
     image-like matrix, and its NaNs are imputed in the graph as in Python."""

@@ -274,7 +274,28 @@ def network_onnx(pipe: Pipeline, n_features: int):
             verbose=False,
             optimize=True,
         )
-    return program.model_proto
+    model = program.model_proto
+    _drop_stack_traces(model.graph)
+    for function in model.functions:
+        _drop_stack_traces(function)
+    return model
+
+
+STACK_TRACE = "pkg.torch.onnx.stack_trace"
+
+
+def _drop_stack_traces(graph) -> None:
+    """The same network, the same bytes wherever tandem is installed: the exporter records
+    each node's Python stack trace, with this machine's paths (torch's and tandem's source
+    files). Running the model does not need it; the node's other metadata stays."""
+    for node in graph.node:
+        kept = [p for p in node.metadata_props if p.key != STACK_TRACE]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+        for attribute in node.attribute:
+            for sub in [attribute.g, *attribute.graphs]:
+                _drop_stack_traces(sub)
 
 
 def torchscript(pipe: Pipeline, path: str | Path) -> Path:
