@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,11 @@ def test_train_stage_with_nproc_runs_under_torchrun_and_rank_0_writes(project):
 
     def train(nproc: int) -> list[dict]:
         proc = run(nproc)
+        if proc.returncode and nproc > 1:
+            # once in CI a rank died of SIGABRT at start-up with nothing from tandem (not seen in
+            # reruns, idle or loaded): one more try, reported; a real failure fails again
+            warnings.warn(f"torchrun failed once, retried:\n{proc.stderr[-2000:]}", stacklevel=1)
+            proc = run(nproc)
         assert proc.returncode == 0, proc.stderr[-3000:]
         rows = (
             (project / "dvclive/usps/plots/metrics/train_loss.tsv").read_text().strip().splitlines()
@@ -183,3 +189,26 @@ def test_train_stage_with_nproc_runs_under_torchrun_and_rank_0_writes(project):
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "data-parallel training with 2 processes failed" in bad.stderr
     assert bad.stderr.count("training diverged at epoch") == 1
+
+
+@pytest.mark.slow
+def test_a_rank_that_crashes_outside_tandem_is_explained(tmp_path, monkeypatch):
+    """A rank killed by a C++ abort (gloo throwing in a background thread) prints no tandem error:
+    the launcher's message carries the rank's last words, not only torchrun's summary."""
+    from tandem import training
+
+    (tmp_path / "crashing_rank.py").write_text(
+        "import os, sys\n"
+        "print(\"terminate called after throwing an instance of 'gloo::IoException'\", "
+        "file=sys.stderr)\n"
+        "print('  what():  [gloo] Connection closed by peer', file=sys.stderr)\n"
+        "sys.stderr.flush()\n"
+        "os.abort()\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(ChildProcessError) as info:
+        training.launch(2, ["crashing_rank"])
+    message = str(info.value)
+    assert "data-parallel training with 2 processes failed" in message
+    assert "what():  [gloo] Connection closed by peer" in message
+    assert message.count("Connection closed by peer") == 1  # once, not once per rank

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -87,6 +88,9 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+CRASH_LINE = re.compile(r"\w+(Error|Exception): ")  # an exception's last line, unqualified
+
+
 def launch(nproc: int, argv: Sequence[str]) -> None:
     """Run ``python -m <argv>`` under torchrun with ``nproc`` processes on this machine.
 
@@ -101,11 +105,15 @@ def launch(nproc: int, argv: Sequence[str]) -> None:
     if proc.returncode == 0:
         sys.stderr.write(proc.stderr)
         return
-    # the ranks' own one-line errors, once each, instead of torchrun's traceback of the launcher
+    # the ranks' own one-line errors, once each, instead of torchrun's traceback of the launcher;
+    # a rank that crashed outside tandem's handling (a C++ abort in the process group) says why
+    # in its last words: "terminate called ...", "what(): ...", "RuntimeError: ..."
     errors = dict.fromkeys(
         line.split(": ", 1)[1] if line.startswith("error in ") else line
         for line in proc.stderr.splitlines()
-        if line.startswith(("error", "  unexpected", "  try"))
+        if line.startswith(("error", "  unexpected", "  try", "terminate called"))
+        or "what():" in line
+        or CRASH_LINE.match(line)
     )
     detail = "\n  ".join(errors) or "\n  ".join(proc.stderr.strip().splitlines()[-15:])
     raise ChildProcessError(
