@@ -39,8 +39,9 @@ def usps_frame(images: np.ndarray, labels) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PIXELS).assign(**{"class": labels})
 
 
-def build_usps(root: Path) -> Path:
-    """models/usps/{preprocessor.skops,model} + data/usps/test.parquet under ``root``."""
+def build_usps(root: Path, **params) -> Path:
+    """models/usps/{preprocessor.skops,model} + data/usps/test.parquet under ``root``; ``params``
+    replace the classifier's (e.g. another module)."""
     train = usps_frame(*digit_images(400, seed=0))
     test = usps_frame(*digit_images(60, seed=1))
     X, y = train.drop(columns="class"), train["class"]
@@ -48,7 +49,7 @@ def build_usps(root: Path) -> Path:
     model = TorchClassifier(
         module="usps_cnn", max_epochs=3, lr=3e-3, batch_size=32, validation_fraction=0.0,
         random_state=0, device="cpu",
-    ).fit(prep.transform(X), y)  # fmt: skip
+    ).set_params(**params).fit(prep.transform(X), y)  # fmt: skip
     models = root / "models" / "usps"
     features.save_transformer(prep, models / "preprocessor.skops")
     model.save(models / "model")

@@ -51,6 +51,15 @@ def test_usps_onnx_matches_python_pipeline(usps_exported):
     assert labels[0] == pipe.predict(X)["prediction"][0]
 
 
+def test_a_cnn_with_a_global_head_exports(tmp_path):
+    # three blocks and a global max-pool head (the AdaptiveMaxPool2d ONNX must hold too)
+    model_dir = build_usps(tmp_path, module="cnn", module__channels=(4, 8, 8),
+                           module__head="global", max_epochs=1)  # fmt: skip
+    report = export.export(inference.load(model_dir), pd.read_parquet(usps_test(model_dir)))
+    assert report["passed"] and report["labels_agree"]
+    assert (model_dir / "model.onnx").is_file() and (model_dir / "model.torchscript.pt").is_file()
+
+
 def test_torchscript_file_is_the_network(usps_exported):
     pipe = inference.load(usps_exported)
     test = pd.read_parquet(usps_test(usps_exported))

@@ -74,8 +74,37 @@ def test_cnn_output_shape_and_batch_norm():
     assert net(torch.randn(4, 256)).shape == (4, 10)
     # other square sides work too (8x8 digits: 64 features)
     assert build_module("cnn", 64, 3, channels=(4, 8), hidden=8)(torch.randn(2, 64)).shape == (2, 3)
-    with pytest.raises(ValueError, match="two numbers"):
-        build_module("cnn", 256, 10, channels=(8, 16, 32))
+    with pytest.raises(ValueError, match="one or more positive widths"):
+        build_module("cnn", 256, 10, channels=())
+
+
+def test_cnn_blocks_and_global_head():
+    torch.manual_seed(0)
+    # the default (two blocks, dense head) is the network it always was: same layers, same init
+    dense = build_module("cnn", 256, 10, channels=(8, 16), hidden=32)
+    kinds = [type(m).__name__ for m in dense]
+    block = ["Conv2d", "BatchNorm2d", "ReLU"] * 2
+    head = ["MaxPool2d", "Flatten", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert kinds == ["Reshape", *block, "MaxPool2d", *block, *head]
+    assert dense[-4].in_features == 16 * 4 * 4
+    # three blocks and a global head: a 16x16 image is pooled twice, the last block sees 4x4
+    net = build_module("cnn", 256, 10, channels=(4, 8, 16), head="global", dropout=0.0)
+    assert [type(m).__name__ for m in net][-4:] == ["AdaptiveMaxPool2d", "Flatten", "Dropout",
+                                                    "Linear"]  # fmt: skip
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net) == 2
+    assert net[-1].in_features == 16 and net(torch.randn(3, 256)).shape == (3, 10)
+    # the global head keeps each channel's largest response of the last block
+    trunk, x = net[:-4].eval(), torch.randn(2, 256)
+    assert torch.equal(net[:-2].eval()(x), trunk(x).amax(dim=(2, 3)))
+    # three dense blocks pool three times: 16x16 -> 2x2; an 8x8 image is too small for that
+    assert build_module("cnn", 256, 5, channels=(4, 8, 8))(torch.randn(2, 256)).shape == (2, 5)
+    assert build_module("cnn", 64, 3, channels=(4, 4, 4, 4), head="global")(
+        torch.randn(2, 64)
+    ).shape == (2, 3)  # three poolings: 8x8 -> 1x1
+    with pytest.raises(ValueError, match=r"8x8 image is too small for 4 blocks with a dense"):
+        build_module("cnn", 64, 3, channels=(4, 4, 4, 4))
+    with pytest.raises(ValueError, match="Unknown cnn head 'globl'.*Did you mean 'global'"):
+        build_module("cnn", 256, 10, head="globl")
 
 
 @pytest.mark.parametrize("name", ["usps_cnn", "cnn"])

@@ -181,32 +181,50 @@ def cnn(
     *,
     channels: Sequence[int] = (32, 64),
     hidden: int = 128,
+    head: str = "dense",
     activation: str = "relu",
     dropout: float = 0.3,
     init: str | None = None,
     image_shape: Sequence[int] | None = None,
     in_channels: int = 1,
 ) -> nn.Module:
-    """A stronger image network: two blocks of (conv-BN-act) x2 + pool, then a small head.
-    ``channels`` are the blocks' widths; ``in_channels`` the image's (1 grey, 3 RGB)."""
+    """A batch-norm image network: one block of (conv-BN-act) x2 per width in ``channels``, with a
+    2x2 max-pool between blocks, then a head. ``head="dense"`` pools the last block too and
+    flattens it into a hidden layer of ``hidden`` units; ``head="global"`` keeps each channel's
+    largest response over the image (no hidden layer: ``hidden`` is not used), so a third block
+    of a 16x16 image still sees 4x4. ``in_channels`` is the image's (1 grey, 3 RGB)."""
     c_in, height, width = image_dims(n_features, image_shape, in_channels, where="module 'cnn': ")
-    if len(channels) != 2:
-        raise ValueError(f"cnn: channels must hold two numbers, got {tuple(channels)}")
+    head = _choice("cnn head", head, ("dense", "global"))
+    if not channels or any(int(c) < 1 for c in channels):
+        raise ValueError(f"cnn: channels must be one or more positive widths, got {channels!r}")
+    pools = len(channels) - (head == "global")
+    if min(height, width) < 2**pools:
+        raise ValueError(
+            f"cnn: a {height}x{width} image is too small for {len(channels)} blocks with a "
+            f"{head} head ({pools} 2x2 poolings need sides of at least {2**pools})"
+        )
     layers: list[nn.Module] = [Reshape(c_in, height, width)]
-    for c in channels:
+    for i, c in enumerate(channels):
+        if i:
+            layers.append(nn.MaxPool2d(2))
         for _ in range(2):
-            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)]
+            layers += [nn.Conv2d(c_in, int(c), 3, padding=1, bias=False), nn.BatchNorm2d(int(c))]
             layers.append(make_activation(activation))
-            c_in = c
-        layers.append(nn.MaxPool2d(2))
-    layers += [
-        nn.Flatten(),
-        nn.Dropout(dropout),
-        nn.Linear(c_in * (height // 4) * (width // 4), hidden),
-        make_activation(activation),
-        nn.Dropout(dropout),
-        nn.Linear(hidden, n_outputs),
-    ]
+            c_in = int(c)
+    if head == "global":
+        layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(c_in, n_outputs))
+    else:
+        side = 2 ** len(channels)
+        layers += [
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c_in * (height // side) * (width // side), hidden),
+            make_activation(activation),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_outputs),
+        ]
     return apply_init(nn.Sequential(*layers), init)
 
 
