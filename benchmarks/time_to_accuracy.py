@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                        max_epochs=args.skorch_max_epochs, device=args.device)]  # fmt: skip
     data = (features, y_train, features_test, y_test)
     for epochs in (None, *args.short):
-        label = f"tandem, {epochs} epochs" if epochs else "tandem, default"
+        label = f"tandem, {epochs} epoch{'s' * (epochs != 1)}" if epochs else "tandem, default"
         rows.append(run_tandem(label, *data, params=params, epochs=epochs, device=args.device))
     skorch = rows[0]
     print(
