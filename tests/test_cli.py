@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import yaml
 from conftest import tool_env, usps_like
 
 
@@ -50,7 +51,8 @@ def test_a_shared_key_the_entry_overrides_is_named(project):
                    "--set", "train.weight_decay=0.01"], project)  # fmt: skip
     assert proc.returncode == 1
     assert "--set train.max_epochs does not reach 'usps'" in proc.stderr
-    assert "datasets.usps.train.max_epochs (25) wins" in proc.stderr
+    own = yaml.safe_load((project / "params.yaml").read_text())["datasets"]["usps"]["train"]
+    assert f"datasets.usps.train.max_epochs ({own['max_epochs']}) wins" in proc.stderr
     assert "weight_decay" not in proc.stderr  # the entry keeps the shared weight decay
     proc = tandem(["train", "--dataset", "adult", "--set", "train.max_epochs=2"], project)
     assert proc.returncode == 1 and "does not reach" not in proc.stderr
