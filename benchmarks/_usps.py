@@ -48,3 +48,42 @@ def load_usps(data_home: str | None) -> tuple[np.ndarray, np.ndarray, str]:
             shutil.rmtree(tmp, ignore_errors=True)
     where = f"copy of {SHARED_CACHE}" if tmp is not None else home
     return np.asarray(X, dtype=np.float32), np.asarray(y).astype(str), where
+
+
+def stage_features(params, name: str, X, y, X_test) -> tuple[np.ndarray, np.ndarray]:
+    """The preprocess stage's features of the training and test rows (the entry's section)."""
+    sys.path.insert(0, str(REPO))  # the stages package, as DVC runs it
+    from stages.preprocess import build_preprocessor
+    from tandem import config
+
+    entry = params.datasets[name]
+    prep = config.resolve(params.preprocess, entry, "preprocess")
+    transformer = build_preprocessor(prep, entry.data, X).fit(X, y)
+    return tuple(np.asarray(transformer.transform(a), dtype=np.float32) for a in (X, X_test))
+
+
+def fit_and_score(params, name, features, y, features_test, y_test, *, epochs=None,
+                  device="cpu") -> dict:  # fmt: skip
+    """The train stage's estimator for entry ``name``, fitted (timed alone) and scored as the
+    evaluate stage scores it: with test-time augmentation when the entry's ``evaluate.tta`` is
+    on. ``epochs`` replaces the section's length, exactly (also below ``min_steps``' floor)."""
+    sys.path.insert(0, str(REPO))
+    import time
+
+    from stages.train import build_estimator
+    from tandem import config
+
+    entry = params.datasets[name]
+    p = config.resolve(params.train, entry, "train")
+    est = build_estimator(p.model_copy(update={"device": device}), entry.data, len(y))
+    if epochs:
+        est.set_params(max_epochs=epochs)
+    start = time.perf_counter()
+    est.fit(features, y)
+    seconds = time.perf_counter() - start
+    tta = config.resolve(params.evaluate, entry, "evaluate").tta
+    proba = est.predict_proba_tta(features_test) if tta else est.predict_proba(features_test)
+    predicted = est.classes_[proba.argmax(axis=1)]
+    return {"seed": p.seed, "epochs": est.n_iter_, "seconds": seconds,
+            "accuracy": float(np.mean(predicted == y_test)), "predicted": predicted,
+            "proba": proba, "classes": est.classes_}  # fmt: skip

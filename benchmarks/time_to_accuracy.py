@@ -35,15 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from _usps import REPO, load_usps
+from _usps import REPO, fit_and_score, load_usps, stage_features
 from torch import nn
 
-sys.path.insert(0, str(REPO))  # the stages package: the train stage's estimator, as DVC runs it
-
-from stages.preprocess import build_preprocessor  # noqa: E402
-from stages.train import build_estimator  # noqa: E402
-from tandem import config  # noqa: E402
-from tandem.models import build_module  # noqa: E402
+from tandem import config
+from tandem.models import build_module
 
 N_TRAIN = 7291  # USPS's original training rows
 TARGET = 0.25
@@ -89,17 +85,9 @@ def run_skorch(X, y, X_test, y_test, *, seed, max_epochs, device) -> dict:
 
 
 def run_tandem(label, features, y, features_test, y_test, *, params, epochs, device) -> dict:
-    entry = params.datasets["usps"]
-    p = config.resolve(params.train, entry, "train")
-    est = build_estimator(p.model_copy(update={"device": device}), entry.data, len(y))
-    if epochs:  # exactly this many, also below the floor min_steps sets
-        est.set_params(max_epochs=epochs)
-    seconds = timed(lambda: est.fit(features, y))
-    # scored as the evaluate stage scores it: with test-time augmentation when the entry asks
-    tta = config.resolve(params.evaluate, entry, "evaluate").tta
-    proba = est.predict_proba_tta(features_test) if tta else est.predict_proba(features_test)
-    accuracy = float(np.mean(est.classes_[proba.argmax(axis=1)] == y_test))
-    return {"recipe": label, "epochs": est.n_iter_, "seconds": seconds, "accuracy": accuracy}
+    fit = fit_and_score(params, "usps", features, y, features_test, y_test, epochs=epochs,
+                        device=device)  # fmt: skip
+    return {"recipe": label, **{k: fit[k] for k in ("epochs", "seconds", "accuracy")}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     X, y, where = load_usps(args.data_home)
     X_train, y_train, X_test, y_test = X[:N_TRAIN], y[:N_TRAIN], X[N_TRAIN:], y[N_TRAIN:]
     X_train, y_train = X_train[: args.train_rows], y_train[: args.train_rows]
-    entry = params.datasets["usps"]
-    prep = config.resolve(params.preprocess, entry, "preprocess")
-    transformer = build_preprocessor(prep, entry.data, X_train).fit(X_train, y_train)
-    features = np.asarray(transformer.transform(X_train), dtype=np.float32)
-    features_test = np.asarray(transformer.transform(X_test), dtype=np.float32)
+    features, features_test = stage_features(params, "usps", X_train, y_train, X_test)
 
     rows = [run_skorch(X_train, y_train, X_test, y_test, seed=args.seed,
                        max_epochs=args.skorch_max_epochs, device=args.device)]  # fmt: skip

@@ -2,8 +2,9 @@
 """USPS recipes on the canonical split: each variant of the entry's train section, over seeds.
 
 USPS's original split (the first 7291 rows train, the last 2007 test: ``split.method: ordered``),
-in one process. Every recipe is USPS's entry of params.yaml with its ``train`` override merged
-over (validated as params.yaml is), trained by the train stage's own estimator
+in one process. Every recipe is USPS's entry of params.yaml with some keys of its ``train``
+section set, as ``--set datasets.usps.train.KEY=VALUE`` sets them (and validated as params.yaml
+is), trained by the train stage's own estimator
 (``stages.train.build_estimator``) on the preprocess stage's features, and scored as the evaluate
 stage scores it (with test-time augmentation when the entry's ``evaluate.tta`` says so).
 
@@ -19,94 +20,44 @@ the accuracy of all the run's models averaged (``--floor-png`` draws those image
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
-from _usps import REPO, load_usps
+from _usps import REPO, fit_and_score, load_usps, stage_features
 from sklearn.metrics import log_loss
 
-sys.path.insert(0, str(REPO))  # the stages package: the train stage's estimator, as DVC runs it
-
-from stages.preprocess import build_preprocessor  # noqa: E402
-from stages.train import build_estimator  # noqa: E402
-from tandem import config  # noqa: E402
+from tandem import config
 
 N_TRAIN = 7291  # USPS's original training rows
-AFFINE = {"rotate": 10, "translate": 0.1, "scale": 0.1, "shear": 5}
-TWO_BLOCKS = {"dropout": 0.1, "channels": [32, 64], "head": "dense"}
 # the recipe before the deeper network: two blocks, affine augmentation only, 25 epochs
-PREVIOUS = {"augment": {**AFFINE, "elastic": 0.0}, "max_epochs": 25,
-            "module_kwargs": {"cnn": TWO_BLOCKS}}  # fmt: skip
-# train-section overrides, deep-merged over USPS's entry ({} is the entry as params.yaml has it)
-RECIPES: dict[str, dict] = {
-    "recipe": {},
+PREVIOUS = ["augment.elastic=0.0", "max_epochs=25", "module_kwargs.cnn.channels=[32, 64]",
+            "module_kwargs.cnn.head=dense"]  # fmt: skip
+NO_ELASTIC_25 = ["augment.elastic=0.0", "max_epochs=25"]
+# each recipe: keys of USPS's train section set as `--set datasets.usps.train.KEY=VALUE` would
+# (or `dvc exp run -S ++datasets.usps.train.KEY=VALUE`); [] is the entry as params.yaml has it
+RECIPES: dict[str, list[str]] = {
+    "recipe": [],
     "previous": PREVIOUS,
-    "all-rows": {**PREVIOUS, "validation_fraction": 0.0},
-    "weight-decay-0.05": {**PREVIOUS, "weight_decay": 0.05},
-    "elastic": {**PREVIOUS, "augment": {**AFFINE, "elastic": 1.0}},
-    "wide": {**PREVIOUS, "module_kwargs": {"cnn": {**TWO_BLOCKS, "channels": [48, 96]}}},
-    "three-blocks": {"augment": {**AFFINE, "elastic": 0.0}, "max_epochs": 25},
-    "three-blocks-40": {"augment": {**AFFINE, "elastic": 0.0}},
-    "three-blocks-elastic": {"max_epochs": 25},
-    "three-blocks-narrow": {
-        "augment": {**AFFINE, "elastic": 0.0},
-        "max_epochs": 25,
-        "module_kwargs": {"cnn": {"channels": [24, 48, 96]}},
-    },  # fmt: skip
-    "deep-wide": {
-        "augment": {**AFFINE, "elastic": 0.0},
-        "max_epochs": 25,
-        "module_kwargs": {"cnn": {"channels": [48, 96, 192]}},
-    },  # fmt: skip
+    "all-rows": [*PREVIOUS, "validation_fraction=0.0"],
+    "weight-decay-0.05": [*PREVIOUS, "weight_decay=0.05"],
+    "elastic": [*PREVIOUS, "augment.elastic=1.0"],
+    "wide": [*PREVIOUS, "module_kwargs.cnn.channels=[48, 96]"],
+    "three-blocks": NO_ELASTIC_25,
+    "three-blocks-40": ["augment.elastic=0.0"],
+    "three-blocks-elastic": ["max_epochs=25"],
+    "three-blocks-narrow": [*NO_ELASTIC_25, "module_kwargs.cnn.channels=[24, 48, 96]"],
+    "deep-wide": [*NO_ELASTIC_25, "module_kwargs.cnn.channels=[48, 96, 192]"],
 }
 
 
-def merge(base: dict, override: dict) -> dict:
-    """``override`` deep-merged over ``base`` (mappings merge, anything else replaces)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def recipe_params(raw: dict, override: dict, seed: int, name: str = "usps"):
-    """Validated params whose entry ``name`` trains with ``override`` and ``seed``."""
-    raw = copy.deepcopy(raw)
-    entry = raw["datasets"][name]
-    entry["train"] = merge(entry.get("train") or {}, {**override, "seed": seed})
-    return config.validate(raw)
-
-
-def fit_and_score(params, name, X, y, X_test, y_test, epochs=None):
-    """Preprocess, fit and score one model as the stages do: (row, test predictions, test
-    probabilities, classes)."""
-    entry = params.datasets[name]
-    prep = config.resolve(params.preprocess, entry, "preprocess")
-    transformer = build_preprocessor(prep, entry.data, X).fit(X, y)
-    features = np.asarray(transformer.transform(X), dtype=np.float32)
-    features_test = np.asarray(transformer.transform(X_test), dtype=np.float32)
-    p = config.resolve(params.train, entry, "train")
-    est = build_estimator(p.model_copy(update={"device": "cpu"}), entry.data, len(y))
-    if epochs:
-        est.set_params(max_epochs=epochs)
-    start = time.perf_counter()
-    est.fit(features, y)
-    seconds = time.perf_counter() - start
-    tta = config.resolve(params.evaluate, entry, "evaluate").tta
-    proba = est.predict_proba_tta(features_test) if tta else est.predict_proba(features_test)
-    predicted = est.classes_[proba.argmax(axis=1)]
-    row = {"seed": p.seed, "accuracy": float(np.mean(predicted == y_test)),
-           "log_loss": float(log_loss(y_test, proba, labels=est.classes_)),
-           "seconds": seconds, "epochs": est.n_iter_}  # fmt: skip
-    return row, predicted, proba, est.classes_
+def recipe_params(raw: dict, overrides: list[str], seed: int, name: str = "usps"):
+    """Validated params whose entry ``name`` trains with ``overrides`` (``KEY=VALUE`` of its train
+    section, applied as the CLI's ``--set`` applies them; later ones win) and ``seed``."""
+    keys = [f"datasets.{name}.train.{text}" for text in [*overrides, f"seed={seed}"]]
+    return config.validate(config.apply_overrides(raw, keys))
 
 
 def error_floor(predictions: list[np.ndarray], y_test: np.ndarray) -> np.ndarray:
@@ -160,11 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for seed in args.seeds:
             params = recipe_params(raw, RECIPES[name], seed)
-            data = (X_train, y_train, X_test, y_test)
-            row, predicted, proba, classes = fit_and_score(params, "usps", *data, args.epochs)
-            rows.append(row)
-            predictions.append(predicted)
-            probas.append(proba)
+            features = stage_features(params, "usps", X_train, y_train, X_test)
+            fit = fit_and_score(params, "usps", features[0], y_train, features[1], y_test,
+                                epochs=args.epochs)  # fmt: skip
+            classes = fit["classes"]
+            fit["log_loss"] = float(log_loss(y_test, fit["proba"], labels=classes))
+            predictions.append(fit.pop("predicted"))
+            probas.append(fit.pop("proba"))
+            rows.append({k: v for k, v in fit.items() if k != "classes"})
         acc = np.array([r["accuracy"] for r in rows])
         results[name] = {"override": RECIPES[name], "runs": rows, "mean": float(acc.mean()),
                          "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0}  # fmt: skip
@@ -174,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
               + f" | {np.mean([r['seconds'] for r in rows]):.1f} |", flush=True)  # fmt: skip
     floor = error_floor(predictions, y_test)
     averaged = float(np.mean(classes[np.mean(probas, axis=0).argmax(axis=1)] == y_test))
-    print(f"\n{len(predictions)} models: {len(floor)} test images are misclassified by every one "
+    models = f"{len(predictions)} model{'s' * (len(predictions) != 1)}"
+    print(f"\n{models}: {len(floor)} test images are misclassified by every one "
           f"(no vote of these models beats {1 - len(floor) / len(y_test):.4f}); "
           f"all of them averaged score {averaged:.4f}")  # fmt: skip
     if args.floor_png and len(floor):
