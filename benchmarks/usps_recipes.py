@@ -106,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     print("| recipe | " + " | ".join(f"seed {s}" for s in args.seeds)
           + " | mean ± std | log loss | fit s |")  # fmt: skip
     print("|---|" + "---:|" * (len(args.seeds) + 3))
+    # recipes set train keys only: the preprocess stage's features are the same for all of them
+    features = stage_features(config.validate(raw), "usps", X_train, y_train, X_test)
     results, predictions, probas = {}, [], []
     for name in args.recipes:
         rows = []
         for seed in args.seeds:
             params = recipe_params(raw, RECIPES[name], seed)
-            features = stage_features(params, "usps", X_train, y_train, X_test)
             fit = fit_and_score(params, "usps", features[0], y_train, features[1], y_test,
                                 epochs=args.epochs)  # fmt: skip
             classes = fit["classes"]
