@@ -50,9 +50,15 @@ def load_usps(data_home: str | None) -> tuple[np.ndarray, np.ndarray, str]:
     return np.asarray(X, dtype=np.float32), np.asarray(y).astype(str), where
 
 
+def _stages_importable() -> None:
+    """The repository's stages package importable, as DVC runs it (once on sys.path)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+
+
 def stage_features(params, name: str, X, y, X_test) -> tuple[np.ndarray, np.ndarray]:
     """The preprocess stage's features of the training and test rows (the entry's section)."""
-    sys.path.insert(0, str(REPO))  # the stages package, as DVC runs it
+    _stages_importable()
     from stages.preprocess import build_preprocessor
     from tandem import config
 
@@ -67,7 +73,7 @@ def fit_and_score(params, name, features, y, features_test, y_test, *, epochs=No
     """The train stage's estimator for entry ``name``, fitted (timed alone) and scored as the
     evaluate stage scores it: with test-time augmentation when the entry's ``evaluate.tta`` is
     on. ``epochs`` replaces the section's length, exactly (also below ``min_steps``' floor)."""
-    sys.path.insert(0, str(REPO))
+    _stages_importable()
     import time
 
     from stages.train import build_estimator

@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
               + f" | {np.mean([r['log_loss'] for r in rows]):.3f}"
               + f" | {np.mean([r['seconds'] for r in rows]):.1f} |", flush=True)  # fmt: skip
     floor = error_floor(predictions, y_test)
-    averaged = float(np.mean(classes[np.mean(probas, axis=0).argmax(axis=1)] == y_test))
+    said = classes[np.mean(probas, axis=0).argmax(axis=1)]  # all the models averaged
+    averaged = float(np.mean(said == y_test))
     models = f"{len(predictions)} model{'s' * (len(predictions) != 1)}"
     print(f"\n{models}: {len(floor)} test images are misclassified by every one "
           f"(no vote of these models beats {1 - len(floor) / len(y_test):.4f}); "
@@ -136,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor_png and len(floor):
         names = (raw["datasets"]["usps"].get("evaluate") or {}).get("label_names") or {}
         shown = lambda label: names.get(str(label), str(label))  # noqa: E731
-        said = classes[np.mean(probas, axis=0).argmax(axis=1)]
         titles = [f"label {shown(y_test[i])}, said {shown(said[i])}" for i in floor]
         draw(X_test[floor], titles, args.floor_png)
         print(f"drew them in {args.floor_png}")
