@@ -195,27 +195,28 @@ def cnn(
     of a 16x16 image still sees 4x4. ``in_channels`` is the image's (1 grey, 3 RGB)."""
     c_in, height, width = image_dims(n_features, image_shape, in_channels, where="module 'cnn': ")
     head = _choice("cnn head", head, ("dense", "global"))
-    if not channels or any(int(c) < 1 for c in channels):
+    widths = [int(c) for c in channels]
+    if not widths or min(widths) < 1:
         raise ValueError(f"cnn: channels must be one or more positive widths, got {channels!r}")
-    pools = len(channels) - (head == "global")
+    pools = len(widths) - (head == "global")
     if min(height, width) < 2**pools:
         raise ValueError(
-            f"cnn: a {height}x{width} image is too small for {len(channels)} blocks with a "
+            f"cnn: a {height}x{width} image is too small for {len(widths)} blocks with a "
             f"{head} head ({pools} 2x2 poolings need sides of at least {2**pools})"
         )
     layers: list[nn.Module] = [Reshape(c_in, height, width)]
-    for i, c in enumerate(channels):
+    for i, c in enumerate(widths):
         if i:
             layers.append(nn.MaxPool2d(2))
         for _ in range(2):
-            layers += [nn.Conv2d(c_in, int(c), 3, padding=1, bias=False), nn.BatchNorm2d(int(c))]
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)]
             layers.append(make_activation(activation))
-            c_in = int(c)
+            c_in = c
     if head == "global":
         layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout)]
         layers.append(nn.Linear(c_in, n_outputs))
     else:
-        side = 2 ** len(channels)
+        side = 2 ** len(widths)
         layers += [
             nn.MaxPool2d(2),
             nn.Flatten(),
