@@ -9,7 +9,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 
-from tandem import TorchClassifier, training
+from tandem import TorchClassifier, models, training
 from tandem.training import Augment
 
 AFFINE = {"augment": "affine", "augment__rotate": 10, "augment__translate": 0.1,
@@ -140,7 +140,7 @@ def test_tta_averages_the_shifted_views(digits):
     images = torch.nn.functional.pad(torch.from_numpy(X[:50]).reshape(50, 1, 8, 8),
                                      (1, 1, 1, 1), mode="replicate")  # fmt: skip
     views = [images[:, :, 1 + dy : 9 + dy, 1 + dx : 9 + dx].reshape(50, -1).numpy()
-             for dx, dy in training.tta_views((1, 8, 8))]  # fmt: skip
+             for dx, dy in models.TTA_VIEWS]  # fmt: skip
     expected = np.mean([est.predict_proba(v) for v in views], axis=0)
     assert np.allclose(proba, expected, atol=1e-6)
 

@@ -825,7 +825,7 @@ class TorchClassifier(ClassifierMixin, _TorchEstimator):
 
     def predict_proba_tta(self, X) -> np.ndarray:
         """Test-time augmentation: class probabilities averaged over the image and its one-pixel
-        shifts (``training.tta_views``). Rows are images of the shape ``_image_shape`` says."""
+        shifts (``models.TTA_VIEWS``). Rows are images of the shape ``_image_shape`` says."""
         check_is_fitted(self, "module_")
         X = self._validate_X(X, reset=False)
         shape = self._image_shape(X.shape[1])

@@ -255,3 +255,33 @@ def mlp(
         width = int(size)
     layers.append(nn.Linear(width, n_outputs))
     return apply_init(nn.Sequential(*layers), init)
+
+
+# The deterministic views test-time augmentation averages: the image and one-pixel shifts left,
+# right, up and down, (dx, dy) in pixels.
+TTA_VIEWS: tuple[tuple[int, int], ...] = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+class ShiftAveraged(nn.Module):
+    """Test-time augmentation as a network: ``module`` applied to the image and each of its
+    ``TTA_VIEWS`` (shifted with border padding), class probabilities averaged over the views.
+
+    It returns the log of the mean probabilities, so that a softmax of its output gives them back:
+    everything that treats a classifier's output as logits (predict, ONNX export and its parity
+    check, serve) runs the augmented model unchanged. One graph, so exporting it serves exactly
+    what evaluate scores.
+    """
+
+    def __init__(self, module: nn.Module, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.module = module
+        self.shape = tuple(int(s) for s in shape)  # (channels, height, width)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        c, h, w = self.shape
+        images = X.reshape(X.shape[0], c, h, w)
+        padded = nn.functional.pad(images, (1, 1, 1, 1), mode="replicate")
+        views = [padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].reshape(X.shape[0], -1)
+                 for dx, dy in TTA_VIEWS]  # fmt: skip
+        proba = torch.stack([torch.softmax(self.module(v).float(), dim=1) for v in views])
+        return torch.log(proba.mean(dim=0).clamp_min(torch.finfo(torch.float32).tiny))

@@ -235,24 +235,10 @@ class Augment:
         return torch.stack([dx, dy], dim=-1)  # pixels -> normalised units, (n, h, w, 2)
 
 
-def tta_views(shape: tuple[int, int, int]) -> list[tuple[int, int]]:
-    """The deterministic views test-time augmentation averages: the image and one-pixel shifts
-    left, right, up and down."""
-    return [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)]
-
-
 @torch.inference_mode()
 def predict_tta(module: nn.Module, X: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Mean class probabilities over ``tta_views`` (each view shifted with border padding)."""
-    n, (c, h, w) = X.shape[0], shape
-    images = X.reshape(n, c, h, w)
-    padded = torch.nn.functional.pad(images, (1, 1, 1, 1), mode="replicate")
-    total = None
-    for dx, dy in tta_views(shape):
-        view = padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].reshape(n, -1)
-        proba = torch.softmax(predict_raw(module, view).double(), dim=1)
-        total = proba if total is None else total + proba
-    return total / len(tta_views(shape))
+    """Mean class probabilities over ``models.TTA_VIEWS`` (``models.ShiftAveraged``)."""
+    return torch.softmax(predict_raw(models.ShiftAveraged(module, shape), X).double(), dim=1)
 
 
 # --------------------------------------------------------------------------- callbacks
