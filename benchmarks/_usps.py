@@ -68,11 +68,9 @@ def stage_features(params, name: str, X, y, X_test) -> tuple[np.ndarray, np.ndar
     return tuple(np.asarray(transformer.transform(a), dtype=np.float32) for a in (X, X_test))
 
 
-def fit_and_score(params, name, features, y, features_test, y_test, *, epochs=None,
-                  device="cpu") -> dict:  # fmt: skip
-    """The train stage's estimator for entry ``name``, fitted (timed alone) and scored as the
-    evaluate stage scores it: with test-time augmentation when the entry's ``evaluate.tta`` is
-    on. ``epochs`` replaces the section's length, exactly (also below ``min_steps``' floor)."""
+def fit_estimator(params, name, features, y, *, epochs=None, device="cpu"):
+    """(the train stage's estimator for entry ``name``, fitted on ``features``, fit seconds).
+    ``epochs`` replaces the section's length, exactly (also below ``min_steps``' floor)."""
     _stages_importable()
     import time
 
@@ -86,10 +84,32 @@ def fit_and_score(params, name, features, y, features_test, y_test, *, epochs=No
         est.set_params(max_epochs=epochs)
     start = time.perf_counter()
     est.fit(features, y)
-    seconds = time.perf_counter() - start
-    tta = config.resolve(params.evaluate, entry, "evaluate").tta
-    proba = est.predict_proba_tta(features_test) if tta else est.predict_proba(features_test)
+    return est, time.perf_counter() - start
+
+
+def score_estimator(params, name, est, features, y) -> dict:
+    """``est`` scored on (``features``, ``y``) as the evaluate stage scores it (``accuracy``,
+    ``proba``, ``predicted``: with test-time augmentation when the entry's ``evaluate.tta`` is
+    on), and the plain network's accuracy beside it (``plain_accuracy``: one view per image)."""
+    from tandem import config
+
+    tta = config.resolve(params.evaluate, params.datasets[name], "evaluate").tta
+    plain = est.predict_proba(features)
+    proba = est.predict_proba_tta(features) if tta else plain
     predicted = est.classes_[proba.argmax(axis=1)]
-    return {"seed": p.seed, "epochs": est.n_iter_, "seconds": seconds,
-            "accuracy": float(np.mean(predicted == y_test)), "predicted": predicted,
-            "proba": proba, "classes": est.classes_}  # fmt: skip
+    return {"accuracy": float(np.mean(predicted == y)),
+            "plain_accuracy": float(np.mean(est.classes_[plain.argmax(axis=1)] == y)),
+            "predicted": predicted, "proba": proba, "classes": est.classes_}  # fmt: skip
+
+
+def fit_and_score(params, name, features, y, features_test, y_test, *, epochs=None,
+                  device="cpu") -> dict:  # fmt: skip
+    """The train stage's estimator for entry ``name``, fitted (timed alone) and scored as the
+    evaluate stage scores it: with test-time augmentation when the entry's ``evaluate.tta`` is
+    on. ``epochs`` replaces the section's length, exactly (also below ``min_steps``' floor)."""
+    from tandem import config
+
+    est, seconds = fit_estimator(params, name, features, y, epochs=epochs, device=device)
+    seed = config.resolve(params.train, params.datasets[name], "train").seed
+    scores = score_estimator(params, name, est, features_test, y_test)
+    return {"seed": seed, "epochs": est.n_iter_, "seconds": seconds, **scores}

@@ -1,8 +1,10 @@
 """benchmarks/usps_recipes.py: every recipe is a valid train override of USPS's entry, it changes
-what it names and nothing else, and one tiny fit runs end to end on synthetic digits."""
+what it names and nothing else, one tiny fit runs end to end on synthetic digits, and recipes are
+ranked on selection rows carved from the training rows, never on the test split."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -74,3 +76,84 @@ def test_one_tiny_fit_scores_like_the_evaluate_stage(raw):
     assert fit["accuracy"] == pytest.approx(np.mean(fit["predicted"] == y_test))
     assert fit["proba"].shape == (len(y_test), len(fit["classes"]))
     assert np.array_equal(fit["classes"][fit["proba"].argmax(axis=1)], fit["predicted"])
+
+
+def test_selection_rows_are_a_seeded_stratified_tenth_disjoint_from_the_fitting_rows():
+    y = np.repeat(np.array([str(k) for k in range(1, 11)]), 50)
+    fit, selection = bench.selection_split(y)
+    assert len(selection) == 50 and len(fit) == 450
+    assert not set(fit) & set(selection) and set(fit) | set(selection) == set(range(500))
+    assert all(np.sum(y[selection] == k) == 5 for k in np.unique(y))  # stratified
+    again = bench.selection_split(y)  # the same rows for every recipe and seed
+    assert np.array_equal(again[0], fit) and np.array_equal(again[1], selection)
+
+
+def test_recipes_are_ranked_without_the_test_split(raw, monkeypatch, tmp_path):
+    """The tiny path end to end (synthetic digits as USPS, 300 training and 60 test rows): the
+    ranking sees training rows only (the preprocessor fitted on the fitting rows, every model
+    scored on the selection rows, both disjoint and neither holding a test row), the test rows
+    are read only after the choice, and they score the chosen recipe alone."""
+    n_train, n_test = 300, 60
+    images, labels = digit_images(n_train + n_test, seed=0)
+    X_all = (images.reshape(len(images), -1) / 127.5 - 1).astype(np.float32)
+    y_all = labels.astype(str)
+    monkeypatch.setattr(bench, "N_TRAIN", n_train)
+    monkeypatch.setattr(bench, "load_usps", lambda home: (X_all.copy(), y_all.copy(), "synthetic"))
+    keys = lambda X: {row.tobytes() for row in np.asarray(X)}  # noqa: E731
+    test_rows = keys(X_all[n_train:])
+    assert len(test_rows) == n_test and not test_rows & keys(X_all[:n_train])
+
+    events = []
+    canonical, rank, features = bench.canonical_rows, bench.rank_recipes, bench.stage_features
+    fit, score = bench.fit_estimator, bench.score_estimator
+
+    def read(home, part):
+        events.append(("read", part))
+        return canonical(home, part)
+
+    def ranking(raw, names, seeds, X, y, **kw):
+        assert not keys(X) & test_rows
+        events.append(("rank",))
+        return rank(raw, names, seeds, X, y, **kw)
+
+    def preprocess(params, name, X, y, X_eval):
+        events.append(("preprocess", keys(X), keys(X_eval)))
+        return features(params, name, X, y, X_eval)
+
+    def fitted(params, name, X, y, **kw):
+        events.append(("fit", keys(X)))
+        return fit(params, name, X, y, **kw)
+
+    def scored(params, name, est, X, y):
+        events.append(("score", keys(X)))
+        return score(params, name, est, X, y)
+
+    for attr, wrapper in [("canonical_rows", read), ("rank_recipes", ranking),
+                          ("stage_features", preprocess), ("fit_estimator", fitted),
+                          ("score_estimator", scored)]:  # fmt: skip
+        monkeypatch.setattr(bench, attr, wrapper)
+    out = tmp_path / "out.json"
+    argv = ["--recipes", "previous", "three-blocks", "--seeds", "0", "1", "--final-seeds", "0",
+            "--epochs", "1", "--json", str(out)]  # fmt: skip
+    assert bench.main(argv) == 0
+
+    kinds = [e[0] for e in events]
+    test_read = kinds.index("read", 1)
+    assert events[0] == ("read", "train") and events[test_read] == ("read", "test")
+    assert kinds.count("read") == 2 and kinds.index("rank") < test_read
+    selecting, testing = events[:test_read], events[test_read + 1 :]
+    (_, fit_rows, selection_rows), *models = [e for e in selecting if e[0] != "read"][1:]
+    assert len(selection_rows) == n_train // 10 and len(fit_rows) == n_train - n_train // 10
+    assert not fit_rows & selection_rows and not (fit_rows | selection_rows) & test_rows
+    assert [e[0] for e in models] == ["fit", "score"] * 4  # two recipes, two seeds
+    for kind, rows in models:
+        assert rows == (fit_rows if kind == "fit" else selection_rows)
+
+    result = json.loads(out.read_text())
+    assert result["chosen"] == next(iter(result["selection"]["recipes"]))
+    assert [r["rank"] for r in result["selection"]["recipes"].values()] == [1, 2]
+    # the test rows score the chosen recipe's models only (one final seed), fitted on all rows
+    assert [e[0] for e in testing] == ["preprocess", "fit", "score"]
+    assert testing[0][2] == test_rows and testing[2][1] == test_rows
+    assert testing[1][1] == keys(X_all[:n_train])
+    assert [r["seed"] for r in result["test"]["runs"]] == [0]
