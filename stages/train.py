@@ -88,12 +88,12 @@ def run(params, name: str) -> None:
         paths.metrics("train"),
         {
             "epochs": torch_est.n_iter_,
+            # the epoch of the saved weights (the last one unless early stopping restored an
+            # earlier one) and their validation loss: the model's, not the run's lowest
             "best_epoch": torch_est.best_epoch_,
             "batch_size": torch_est.batch_size,
             "device": str(torch_est.device_),
-            "best_valid_loss": min(
-                (r["valid_loss"] for r in torch_est.history_ if "valid_loss" in r), default=None
-            ),
+            "best_valid_loss": torch_est.history_[torch_est.best_epoch_ - 1].get("valid_loss"),
         },
     )
     seconds = [r["seconds"] for r in torch_est.history_ if "seconds" in r]  # this run's epochs

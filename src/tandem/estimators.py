@@ -529,6 +529,8 @@ class _TorchEstimator(BaseEstimator):
                 for record in self.history_
             ],
             "best_epoch": self.best_epoch_,
+            # the fit's seed: partial_fit after load draws what it would have drawn unsaved
+            "seed": int(self._seed),
             "torch_version": torch.__version__,
             **self._extra_config(),
             **config_extra,
@@ -612,7 +614,8 @@ class _TorchEstimator(BaseEstimator):
         est.n_iter_ = len(est.history_)
         est.best_epoch_ = config["best_epoch"]
         est.fit_seconds_ = None  # not stored: see TIMING_KEYS
-        est._seed = training.seed_from(None)
+        seed = config.get("seed", params.get("random_state"))  # a config without one: 0
+        est._seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
         return est
 
     def _extra_config(self) -> dict:

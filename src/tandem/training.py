@@ -346,10 +346,10 @@ def predict_raw(module: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH
 
 @torch.inference_mode()
 def evaluate(module, criterion, data: Batch, score: Callable) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted mean loss and the score on ``data`` (both stay on the device)."""
+    """Weighted mean loss and the weighted score on ``data`` (both stay on the device)."""
     out = predict_raw(module, data.X).float()
     loss = weighted_loss(criterion, out, data.y, data.w) / data.w.sum().clamp_min(1e-12)
-    return loss, score(out, data.y)
+    return loss, score(out, data.y, data.w)
 
 
 def train_epochs(
@@ -364,7 +364,7 @@ def train_epochs(
     epochs: Sequence[int],
     patience: int | None,
     generator: torch.Generator,
-    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     score_name: str,
     callbacks: Sequence[Any] = (),
     estimator: Any = None,
@@ -417,95 +417,99 @@ def train_epochs(
     callbacks = callbacks if main else ()
     checkpoint = checkpoint if main else None
     _call(callbacks, "on_train_begin", estimator)
-    average = None if ema is None else WeightAverage(module, ema)
-    if resume is not None:
-        history = [dict(record) for record in resume["history"]]
-        best_loss, best_epoch, bad = resume["best_loss"], resume["best_epoch"], resume["bad"]
-        best_state = resume["best_state"]
-        if average is not None and resume.get("ema") is not None:
-            average.state = resume["ema"]
-        for record in history:
-            _call(callbacks, "on_epoch_end", estimator, record)
-    for epoch in epochs:
-        start = time.perf_counter()
-        module.train()
-        order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
-        epoch_seed = (seed * 1_000_003 + epoch * 1_009 + rank) % 2**63
-        if world > 1:  # each rank its own dropout masks, the same again after a resume
-            torch.manual_seed(epoch_seed)
-        if augment is not None:
-            augment_rng = torch.Generator(device=device).manual_seed(epoch_seed)
-        loss_sum = torch.zeros((), device=device)
-        lr = optimizer.param_groups[0]["lr"]
-        for step in range(steps):
-            idx = order[step * bs : (step + 1) * bs]
-            if world > 1:  # this rank's share; the loss is scaled by the whole batch's weight
-                weight = train.w[idx].sum() / world
-                idx = idx[rank::world]
-            xb, yb, wb = train.X[idx], train.y[idx], train.w[idx]
-            if world == 1:
-                weight = wb.sum()
+    try:
+        average = None if ema is None else WeightAverage(module, ema)
+        if resume is not None:
+            history = [dict(record) for record in resume["history"]]
+            best_loss, best_epoch, bad = resume["best_loss"], resume["best_epoch"], resume["bad"]
+            best_state = resume["best_state"]
+            if average is not None and resume.get("ema") is not None:
+                average.state = resume["ema"]
+            for record in history:
+                _call(callbacks, "on_epoch_end", estimator, record)
+        for epoch in epochs:
+            start = time.perf_counter()
+            module.train()
+            order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+            epoch_seed = (seed * 1_000_003 + epoch * 1_009 + rank) % 2**63
+            if world > 1:  # each rank its own dropout masks, the same again after a resume
+                torch.manual_seed(epoch_seed)
             if augment is not None:
-                xb = augment(xb, augment_rng)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = forward(xb)
-            batch_loss = weighted_loss(criterion, out.float(), yb, wb)
-            loss = batch_loss / weight.clamp_min(1e-12)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            if average is not None:
-                average.update((epoch - 1) * steps + step)
-            loss_sum += batch_loss.detach()
-        if world > 1:  # one collective per epoch: the training loss over all ranks' rows
-            torch.distributed.all_reduce(loss_sum)
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": float(loss_sum) / total_w}
-        with average.applied() if average is not None else contextlib.nullcontext():
-            if valid is not None and len(valid):
-                v_loss, v_score = evaluate(module, criterion, valid, score)
-                record["valid_loss"] = float(v_loss)
-                record[f"valid_{score_name}"] = float(v_score)
-            if patience is not None:  # the weights early stopping would keep (a copy)
-                state_now = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        record["lr"] = float(lr)
-        record["seconds"] = time.perf_counter() - start
-        _check_finite(record, epoch)  # before any callback, checkpoint or best-state bookkeeping
-        history.append(record)
-        monitored = record.get("valid_loss", record["train_loss"])
-        stop = False
-        if patience is not None:
-            if monitored < best_loss:
-                best_loss, best_epoch, bad = monitored, epoch, 0
-                best_state = state_now
-            else:
-                bad += 1
-                stop = bad >= patience
-        stop = _call(callbacks, "on_epoch_end", estimator, record) or stop
-        if world > 1:  # rank 0's callbacks may stop training: every rank follows it
-            flag = torch.tensor([float(stop)], device=device)
-            torch.distributed.broadcast(flag, src=0)
-            stop = bool(flag.item())
-        if checkpoint is not None:
-            checkpoint(
-                {
-                    "history": history,
-                    "best_loss": best_loss,
-                    "best_epoch": best_epoch,
-                    "best_state": best_state,
-                    "bad": bad,
-                    "stopped": stop,
-                    "ema": None if average is None else average.state,
-                }
-            )
-        if stop:
-            break
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    elif average is not None:
-        module.load_state_dict(average.state)
-    _call(callbacks, "on_train_end", estimator)
+                augment_rng = torch.Generator(device=device).manual_seed(epoch_seed)
+            loss_sum = torch.zeros((), device=device)
+            seen_w = torch.zeros((), device=device)  # the weight of the rows this epoch trained on
+            lr = optimizer.param_groups[0]["lr"]
+            for step in range(steps):
+                idx = order[step * bs : (step + 1) * bs]
+                if world > 1:  # this rank's share; the loss is scaled by the whole batch's weight
+                    weight = train.w[idx].sum() / world
+                    idx = idx[rank::world]
+                xb, yb, wb = train.X[idx], train.y[idx], train.w[idx]
+                if world == 1:
+                    weight = wb.sum()
+                if augment is not None:
+                    xb = augment(xb, augment_rng)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    out = forward(xb)
+                batch_loss = weighted_loss(criterion, out.float(), yb, wb)
+                loss = batch_loss / weight.clamp_min(1e-12)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                if average is not None:
+                    average.update((epoch - 1) * steps + step)
+                loss_sum += batch_loss.detach()
+                seen_w += weight.detach() * world  # every rank adds the whole batch's weight
+            if world > 1:  # one collective per epoch: the training loss over all ranks' rows
+                torch.distributed.all_reduce(loss_sum)
+            record: dict[str, Any] = {"epoch": epoch, "train_loss": float(loss_sum) / max(float(seen_w), 1e-12)}
+            with average.applied() if average is not None else contextlib.nullcontext():
+                if valid is not None and len(valid):
+                    v_loss, v_score = evaluate(module, criterion, valid, score)
+                    record["valid_loss"] = float(v_loss)
+                    record[f"valid_{score_name}"] = float(v_score)
+                if patience is not None:  # the weights early stopping would keep (a copy)
+                    state_now = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            record["lr"] = float(lr)
+            record["seconds"] = time.perf_counter() - start
+            _check_finite(record, epoch)  # before any callback, checkpoint or best-state bookkeeping
+            history.append(record)
+            monitored = record.get("valid_loss", record["train_loss"])
+            stop = False
+            if patience is not None:
+                if monitored < best_loss:
+                    best_loss, best_epoch, bad = monitored, epoch, 0
+                    best_state = state_now
+                else:
+                    bad += 1
+                    stop = bad >= patience
+            stop = _call(callbacks, "on_epoch_end", estimator, record) or stop
+            if world > 1:  # rank 0's callbacks may stop training: every rank follows it
+                flag = torch.tensor([float(stop)], device=device)
+                torch.distributed.broadcast(flag, src=0)
+                stop = bool(flag.item())
+            if checkpoint is not None:
+                checkpoint(
+                    {
+                        "history": history,
+                        "best_loss": best_loss,
+                        "best_epoch": best_epoch,
+                        "best_state": best_state,
+                        "bad": bad,
+                        "stopped": stop,
+                        "ema": None if average is None else average.state,
+                    }
+                )
+            if stop:
+                break
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        elif average is not None:
+            module.load_state_dict(average.state)
+    finally:  # every exit, an error included, ends the callbacks (a progress bar stops)
+        _call(callbacks, "on_train_end", estimator)
     return history, best_epoch
 
 
@@ -563,13 +567,18 @@ def _check_finite(record: dict, epoch: int) -> None:
             )
 
 
-def accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return (out.argmax(dim=1) == y).float().mean()
+# Scores weigh each row by its sample weight, as the loss beside them does (and as sklearn's
+# accuracy_score and r2_score do with sample_weight).
+def accuracy(out: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    hits = (out.argmax(dim=1) == y).float()
+    return (hits * w).sum() / w.sum().clamp_min(1e-12)
 
 
-def r2(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def r2(out: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     y2 = y.reshape(y.shape[0], -1)
     out2 = out.reshape(y2.shape)
-    ss_res = ((y2 - out2) ** 2).sum(dim=0)
-    ss_tot = ((y2 - y2.mean(dim=0)) ** 2).sum(dim=0).clamp_min(1e-12)
+    w2 = w.reshape(-1, 1)
+    mean = (w2 * y2).sum(dim=0) / w.sum().clamp_min(1e-12)
+    ss_res = (w2 * (y2 - out2) ** 2).sum(dim=0)
+    ss_tot = (w2 * (y2 - mean) ** 2).sum(dim=0).clamp_min(1e-12)
     return (1 - ss_res / ss_tot).mean()
