@@ -71,6 +71,9 @@ def test_override_types_and_values():
         ),
         ("train.augment={rotate: 10}", "datasets.adult.train.augment: augmentation is for image"),
         ("datasets.usps.preprocess={pca: 20}", "datasets.usps.preprocess.pca"),
+        # shifting per-pixel z-scores is not shifting the image
+        ("datasets.usps.preprocess.scaler=standard", "datasets.usps.train.augment: augmentation "
+         "and test-time augmentation move pixels, but preprocess.scaler 'standard'"),
         ("cv.dataset=nope", "cv.dataset"),
         ("tune.dataset=cpu", "tune.dataset: 'cpu' is not a classification entry"),
     ],
@@ -78,6 +81,13 @@ def test_override_types_and_values():
 def test_bad_override_names_the_key(override, named):
     with pytest.raises(ParamsError, match=re.escape(named)):
         load_params(ROOT / "params.yaml", [override])
+
+
+def test_tta_on_scaled_pixels_is_refused():
+    overrides = ["datasets.usps.train.augment=null", "datasets.usps.preprocess.scaler=minmax"]
+    with pytest.raises(ParamsError, match=re.escape("datasets.usps.evaluate.tta: augmentation")):
+        load_params(ROOT / "params.yaml", overrides)
+    load_params(ROOT / "params.yaml", overrides[:1])  # raw pixels: TTA shifts the image
 
 
 @pytest.mark.parametrize("text", ["train.lr", "=3", "train..lr=1", ".lr=1"])

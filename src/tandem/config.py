@@ -371,12 +371,22 @@ def _modality_problems(name: str, data: DataSpec, resolved: dict[str, Any]) -> l
             f"datasets.{name}.train.augment: augmentation is for image entries; set it in an "
             "image entry's own train section (datasets.NAME.train.augment), not the shared one"
         ]
+    problems = []
     if data.modality == "image" and prep.pca is not None and train.module != "mlp":
-        return [
+        problems.append(
             f"datasets.{name}.preprocess.pca: PCA components are not an image for the cnn; "
             "use train.module mlp with PCA, or pca null"
-        ]
-    return []
+        )
+    shifted = [key for key, on in (("train.augment", train.augment is not None),
+               ("evaluate.tta", "evaluate" in resolved and resolved["evaluate"].tta)) if on]  # fmt: skip
+    if data.modality == "image" and shifted and prep.scaler != "none":
+        problems.append(
+            f"datasets.{name}.{shifted[0]}: augmentation and test-time augmentation move pixels, "
+            f"but preprocess.scaler {prep.scaler!r} rescales each pixel position on its own, so a "
+            "shifted image would carry another position's scale; set the entry's "
+            "preprocess.scaler to none (datasets.NAME.preprocess: {scaler: none})"
+        )
+    return problems
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
