@@ -17,20 +17,20 @@ from pathlib import Path
 from stages.layout import layout, timings
 from stages.preprocess import build_preprocessor
 from tandem import TorchClassifier, config, console, data, features, io, search
+from tandem.estimators import ROUTED_PREFIXES
 
 PARAMS = ("tune", "preprocess", "datasets.{name}.data", "datasets.{name}.preprocess")
 RESULTS = "search/tune/cv_results.csv"
 BEST = "search/tune/best.json"
 PLOTS = "reports/tune"
 MODELS = "models/tune"
-ROUTED = ("module", "optimizer", "criterion", "lr_schedule")
 
 
 def build_estimator(p) -> TorchClassifier:
     """TorchClassifier with tune.estimator's fixed params (names checked first), seeded."""
     estimator = TorchClassifier(random_state=p.seed)
     fixed = dict(p.estimator)
-    candidates = {k: [fixed[k]] for k in ROUTED if k in fixed}
+    candidates = {k: [fixed[k]] for k in ROUTED_PREFIXES if k in fixed}
     search.check_names(list(fixed), estimator, where="tune.estimator", candidates=candidates)
     return estimator.set_params(**fixed)
 

@@ -99,6 +99,31 @@ def test_routed_names_follow_every_candidate():
     assert "module__hidden_sizes" not in names
 
 
+def test_tune_takes_every_routed_prefix_of_the_estimator(monkeypatch):
+    """tune's checks accept every name TorchClassifier routes (set_params does), augment__*
+    included; augmentation ranges need augment: affine, fixed or in the space."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from stages import tune
+
+    TorchClassifier().set_params(augment__rotate=10)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["tune"]["estimator"] = {"module": "mlp", "augment": "affine", "augment__translate": 0.1}
+    raw["tune"]["space"] = {"augment__rotate": [0, 10], "augment__scale": [0.0, 0.1]}
+    p = validate(raw).tune
+    est = tune.build_estimator(p)  # the fixed params' names are checked here
+    space = search.build_space(p.space, est, method=p.method)
+    assert space["model__augment__rotate"] == [0, 10]
+    # the augmentation chosen in the space instead
+    est = TorchClassifier(module="mlp")
+    search.build_space({"augment": ["affine"], "augment__rotate": [5]}, est, method="grid")
+    assert "augment__shape" in search.estimator_param_names(est)  # also serves TTA
+    for space in ({"augment__rotate": [5]}, {"augment": [None, "affine"], "augment__rotate": [5]}):
+        with pytest.raises(SearchSpaceError, match="augment__\\* ranges need augment: affine"):
+            search.build_space(space, est, method="grid")
+    with pytest.raises(SearchSpaceError, match="unknown augment 'afine'.*'affine'"):
+        search.build_space({"augment": ["afine"], "augment__rotate": [5]}, est, method="grid")
+
+
 def test_space_rules_per_method():
     est = small_estimator()
     lr = {"distribution": "loguniform", "low": 1e-4, "high": 1e-1}

@@ -41,9 +41,9 @@ from sklearn.model_selection import (
 )
 from sklearn.pipeline import Pipeline
 
-from tandem import models
+from tandem import models, training
 from tandem.config import THREADING_REFUSED
-from tandem.estimators import CRITERIA, OPTIMIZERS, _TorchEstimator
+from tandem.estimators import AUGMENTS, CRITERIA, OPTIMIZERS, ROUTED_PREFIXES, _TorchEstimator
 from tandem.evaluation import save_figure
 from tandem.models import nearest_hint
 
@@ -69,6 +69,7 @@ class SearchSpaceError(ValueError):
     """The search space (or the fixed estimator params) names or gives something invalid."""
 
 
+
 # --------------------------------------------------------------------------- names
 def _arguments(fn: Any, skip: set[str]) -> list[str] | None:
     """Keyword arguments of a class or callable; None when it takes ``**kwargs`` (anything)."""
@@ -85,7 +86,21 @@ def _arguments(fn: Any, skip: set[str]) -> list[str] | None:
     ]
 
 
+def _augment_arguments(spec: Any) -> list[str]:
+    """``augment__*`` names: with no augmentation only the image shape (it also serves TTA)."""
+    if spec is None:
+        return ["shape"]
+    if spec not in AUGMENTS:
+        raise SearchSpaceError(
+            f"unknown augment {spec!r}; choose null or one of {list(AUGMENTS)}."
+            + nearest_hint(str(spec), list(AUGMENTS))
+        )
+    return list(training.Augment.__dataclass_fields__)
+
+
 def _routed_arguments(prefix: str, spec: Any) -> list[str] | None:
+    if prefix == "augment":
+        return _augment_arguments(spec)
     if prefix == "module":
         if isinstance(spec, str):
             return models.module_arguments(spec)
@@ -110,16 +125,16 @@ def estimator_param_names(
 ) -> list[str]:
     """Every parameter name ``estimator`` accepts, routed ``module__*`` etc. included.
 
-    ``candidates`` maps ``module`` / ``optimizer`` / ``criterion`` / ``lr_schedule`` to the values
-    a search will try; a routed name is valid only if every candidate accepts it. A candidate that
-    takes ``**kwargs`` accepts anything, shown as ``module__*``.
+    ``candidates`` maps routed prefixes (``ROUTED_PREFIXES``: ``module``, ``optimizer``, ...) to
+    the values a search will try; a routed name is valid only if every candidate accepts it. A
+    candidate that takes ``**kwargs`` accepts anything, shown as ``module__*``.
     """
     if not isinstance(estimator, _TorchEstimator):
         return sorted(estimator.get_params(deep=True))
     params = estimator.get_params(deep=False)
     names = sorted(k for k in params if "__" not in k)
     candidates = dict(candidates or {})
-    for prefix in ("module", "optimizer", "criterion", "lr_schedule"):
+    for prefix in ROUTED_PREFIXES:
         default = params[prefix]
         if prefix == "criterion" and default is None:
             default = estimator._default_criterion
@@ -165,6 +180,9 @@ def check_names(
     if bad:
         described = "; ".join(f"{n!r}{nearest_hint(n, valid + pre)}" for n in bad)
         extra = f" (and preprocessor names: {', '.join(pre)})" if pre else ""
+        ranges = set(training.Augment.__dataclass_fields__) - {"shape"}
+        if any(n.startswith("augment__") and n.partition("__")[2] in ranges for n in bad):
+            described += " (augment__* ranges need augment: affine, fixed or in the space)"
         raise SearchSpaceError(
             f"{where}: unknown parameter name(s) {described}\n"
             f"Valid names for {type(estimator).__name__}: {', '.join(valid)}{extra}"
@@ -218,10 +236,7 @@ def build_space(
             f"{where} is empty: give at least one parameter with a list of values, "
             f"e.g. {{module__activation: [relu, tanh]}}"
         )
-    candidates = {
-        k: v for k, v in space.items() if k in ("module", "optimizer", "criterion", "lr_schedule")
-    }
-    candidates = {k: v for k, v in candidates.items() if isinstance(v, list)}
+    candidates = {k: v for k, v in space.items() if k in ROUTED_PREFIXES and isinstance(v, list)}
     check_names(list(space), estimator, where=where, candidates=candidates, pipeline=pipeline)
     if resource is not None and resource != "n_samples" and resource in space:
         raise SearchSpaceError(
