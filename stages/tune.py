@@ -7,7 +7,8 @@ section. The space is checked against the estimator before anything is fitted. O
 ``cv_results_`` as CSV, the best candidate's scores as the metric (search/tune/best.json), one
 plot per searched hyperparameter, and under models/tune the search's summary with the best
 candidate's params and full estimator params (plus, with save_model, the refit preprocessor and
-model).
+model). Candidates whose fits raise an error are counted in the summary (``n_failed``); when no
+candidate succeeds the stage fails and writes nothing.
 """
 
 import shutil
@@ -57,7 +58,7 @@ def run(params, name: str) -> None:
     )  # fmt: skip
     searcher = search.build_search(
         pipeline, space, method=p.method, cv=search.folds(p.folds, p.seed), scoring=p.scoring,
-        refit_metric=p.refit, refit=p.save_model, n_jobs=p.parallel.n_jobs, n_iter=p.n_iter,
+        refit_metric=p.refit, refit=False, n_jobs=p.parallel.n_jobs, n_iter=p.n_iter,
         seed=p.seed, resource=p.halving.resource, factor=p.halving.factor,
         min_resources=p.halving.min_resources, max_resources=p.halving.max_resources,
     )  # fmt: skip
@@ -67,8 +68,16 @@ def run(params, name: str) -> None:
         console.status(f"searching ({p.method}) on {len(y)} rows"),
         search.parallel(backend.backend, scheduler=backend.scheduler, n_workers=backend.n_workers),
     ):
-        searcher.fit(X, y)
+        failed = search.fit_search(searcher, X, y, refit_metric=p.refit)  # all failed: an error
+        best_pipeline = search.refit_best(searcher, X, y, p.refit) if p.save_model else None
     seconds = time.perf_counter() - start
+    if failed["n_failed"]:
+        console.console.print(
+            f"[yellow]note:[/yellow] {failed['n_failed']} of {failed['n_candidates']} candidates "
+            f"failed ({failed['n_failed_fits']} of {failed['n_fits']} fits raised an error); "
+            f"{MODELS}/search.json counts them (n_failed)",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
     frame = search.results_frame(searcher)
     # wall-clock times differ on every run: kept out of DVC's outputs (see stages/layout.py)
@@ -88,7 +97,6 @@ def run(params, name: str) -> None:
     io.write_json(f"{MODELS}/search.json", {**best, "estimator": {**fixed, **tuned}})
     shutil.rmtree(f"{MODELS}/model", ignore_errors=True)  # a model of an earlier run
     Path(f"{MODELS}/preprocessor.skops").unlink(missing_ok=True)
-    if p.save_model:
-        best_pipeline = searcher.best_estimator_
+    if best_pipeline is not None:
         features.save_transformer(best_pipeline[0], f"{MODELS}/preprocessor.skops")
         best_pipeline[-1].set_params(callbacks=None).save(f"{MODELS}/model")

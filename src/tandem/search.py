@@ -69,6 +69,9 @@ class SearchSpaceError(ValueError):
     """The search space (or the fixed estimator params) names or gives something invalid."""
 
 
+class SearchFailedError(ValueError):
+    """No candidate of a search succeeded, so there is no best one to report."""
+
 
 # --------------------------------------------------------------------------- names
 def _arguments(fn: Any, skip: set[str]) -> list[str] | None:
@@ -494,8 +497,75 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _score_key(search, refit_metric: str) -> str:
+    """The cv_results_ name of the refit score: the metric's own, or "score" (halving)."""
+    return refit_metric if f"mean_test_{refit_metric}" in search.cv_results_ else "score"
+
+
+def failures(search, refit_metric: str) -> dict[str, int]:
+    """Candidates (and CV fits) that failed. A fit that raised scores ``error_score`` (NaN), and
+    a candidate with a failed fit has no mean score: it failed. Halving counts each candidate
+    once, however many rounds it ran."""
+    results = search.cv_results_
+    key = _score_key(search, refit_metric)
+    splits = np.column_stack(
+        [np.asarray(results[f"split{i}_test_{key}"], dtype=float) for i in range(search.n_splits_)]
+    )
+    failed_fits = ~np.isfinite(splits)
+    resource = getattr(search, "resource", None)  # halving: a param that grows by round
+    ids = [repr(sorted((k, v) for k, v in p.items() if k != resource)) for p in results["params"]]
+    failed = {ids[i] for i in np.flatnonzero(failed_fits.any(axis=1))}
+    return {
+        "n_candidates": len(set(ids)),
+        "n_failed": len(failed),
+        "n_fits": int(failed_fits.size),
+        "n_failed_fits": int(failed_fits.sum()),
+    }
+
+
+def _failure_message(where: str, counts: dict[str, int]) -> str:
+    return (
+        f"{where}: {counts['n_failed']} of {counts['n_candidates']} candidates failed "
+        f"({counts['n_failed_fits']} of {counts['n_fits']} cross-validation fits raised an "
+        "error; a candidate with a failed fit has no score)"
+    )
+
+
+def fit_search(search, X, y, *, refit_metric: str, where: str = "tune") -> dict[str, int]:
+    """Fit ``search`` (built with ``refit=False``) and count its failed candidates (see
+    ``failures``); a search none of whose candidates succeeded is a ``SearchFailedError``."""
+    try:
+        search.fit(X, y)
+    except ValueError as exc:
+        if "fits failed" not in str(exc):  # scikit-learn's error when every fit raised
+            raise
+        details = str(exc).partition("Below are more details about the failures:")[2]
+        raise SearchFailedError(
+            f"{where}: every candidate failed (all their cross-validation fits raised an error), "
+            f"so there is no best one:\n{(details or str(exc)).strip()}"
+        ) from None
+    counts = failures(search, refit_metric)
+    best = best_index(search, refit_metric)
+    if not np.isfinite(search.cv_results_[f"mean_test_{_score_key(search, refit_metric)}"][best]):
+        raise SearchFailedError(
+            _failure_message(where, counts) + ", so there is no best one; scikit-learn's "
+            "FitFailedWarning above shows the errors"
+        )
+    return counts
+
+
+def refit_best(search, X, y, refit_metric: str):
+    """The best candidate's pipeline fitted on all of ``X, y``: what ``refit=True`` would give
+    as ``best_estimator_``, fitted only once the search is known to have a best candidate."""
+    from sklearn.base import clone
+
+    params = search.cv_results_["params"][best_index(search, refit_metric)]
+    return clone(search.estimator).set_params(**clone(params, safe=False)).fit(X, y)
+
+
 def summary(search, *, method: str, refit_metric: str, seconds: float | None = None) -> dict:
-    """best.json: the best candidate's params and scores, and the size of the search."""
+    """The best candidate's params and scores, the size of the search and how many of its
+    candidates (and CV fits) failed."""
     index = best_index(search, refit_metric)
     results = search.cv_results_
     scores = {
@@ -524,6 +594,9 @@ def summary(search, *, method: str, refit_metric: str, seconds: float | None = N
         out["n_iterations"] = int(np.max(results["iter"]) + 1)
         out["n_candidates"] = int(np.sum(np.asarray(results["iter"]) == 0))
         out["n_resources"] = [int(r) for r in search.n_resources_]
+    counts = failures(search, refit_metric)
+    out["n_failed"] = counts["n_failed"]
+    out["n_failed_fits"] = counts["n_failed_fits"]
     if seconds is not None:
         out["search_seconds"] = round(seconds, 3)
     return out
