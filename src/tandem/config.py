@@ -85,7 +85,7 @@ class TrainParams(Section):
     patience: int | None = Field(ge=1)
     validation_fraction: float = Field(ge=0, lt=1)
     lr_schedule: Literal["onecycle", "cosine"] | None
-    seed: int
+    seed: int = Field(ge=0, lt=2**32, description="the estimator's random_state, used as given")
     device: str
     nproc: int = Field(ge=1, description="data-parallel processes under torchrun; 1: one process")
     amp: bool = Field(description="bf16 autocast on CUDA (ignored on the CPU)")
@@ -377,8 +377,9 @@ def _modality_problems(name: str, data: DataSpec, resolved: dict[str, Any]) -> l
             f"datasets.{name}.preprocess.pca: PCA components are not an image for the cnn; "
             "use train.module mlp with PCA, or pca null"
         )
+    tta = "evaluate" in resolved and resolved["evaluate"].tta
     shifted = [key for key, on in (("train.augment", train.augment is not None),
-               ("evaluate.tta", "evaluate" in resolved and resolved["evaluate"].tta)) if on]  # fmt: skip
+                                   ("evaluate.tta", tta)) if on]  # fmt: skip
     if data.modality == "image" and shifted and prep.scaler != "none":
         problems.append(
             f"datasets.{name}.{shifted[0]}: augmentation and test-time augmentation move pixels, "

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit, train_test_split
 
 # scikit-learn 1.9's pandas parser breaks on numeric nominal columns with pandas 3 (sklearn#34892)
 # and then deletes the cached file; the liac-arff parser reads every data set correctly.
@@ -114,6 +114,30 @@ def split_frame(
         frame.iloc[np.sort(idx_train)].reset_index(drop=True),
         frame.iloc[np.sort(idx_test)].reset_index(drop=True),
     )
+
+
+def validation_rows(
+    y: Any, fraction: float, seed: int, *, stratify: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(fit rows, validation rows)`` of a training set: the slice a torch estimator holds out
+    for early stopping and its validation curves (``validation_fraction``), sorted; ``None`` when
+    the fraction leaves no row. Stratified by ``y`` when ``stratify`` and every class can give a
+    row to each side. The preprocess stage fits on the same fit rows, so that no fitted step
+    (target-aware bins above all) has seen the rows the validation scores are computed on."""
+    labels = np.unique(np.asarray(y), return_inverse=True)[1] if stratify else None
+    n = len(y)
+    idx = np.arange(n)
+    n_valid = int(round(fraction * n))
+    if n_valid < 1 or n - n_valid < 2:
+        return idx, None
+    splitter = ShuffleSplit(n_splits=1, test_size=n_valid, random_state=seed)
+    if labels is not None:
+        counts = np.bincount(labels)
+        n_cls = int((counts > 0).sum())
+        if counts[counts > 0].min() >= 2 and n_cls <= n_valid <= n - n_cls:
+            splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_valid, random_state=seed)
+    fit_idx, valid_idx = next(splitter.split(np.zeros((n, 1)), labels))
+    return np.sort(fit_idx), np.sort(valid_idx)
 
 
 def xy(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series]:

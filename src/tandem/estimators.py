@@ -21,12 +21,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from torch import nn
 
-from tandem import models, training
+from tandem import data, models, training
 from tandem.models import nearest_hint
 
 ROUTED_PREFIXES = ("module", "optimizer", "criterion", "lr_schedule", "augment")
@@ -327,19 +326,7 @@ class _TorchEstimator(BaseEstimator):
         return host.to(self.device_, non_blocking=True)
 
     def _split(self, y_enc: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-        n = y_enc.shape[0]
-        idx = np.arange(n)
-        n_valid = int(round(self.validation_fraction * n))
-        if n_valid < 1 or n - n_valid < 2:
-            return idx, None
-        splitter = ShuffleSplit(n_splits=1, test_size=n_valid, random_state=seed)
-        if self._stratify:
-            counts = np.bincount(y_enc)
-            n_cls = int((counts > 0).sum())
-            if counts[counts > 0].min() >= 2 and n_cls <= n_valid <= n - n_cls:
-                splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_valid, random_state=seed)
-        train_idx, valid_idx = next(splitter.split(np.zeros((n, 1)), y_enc))
-        return np.sort(train_idx), np.sort(valid_idx)
+        return data.validation_rows(y_enc, self.validation_fraction, seed, stratify=self._stratify)
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, X, y, sample_weight, *, partial: bool, classes=None):
@@ -383,10 +370,10 @@ class _TorchEstimator(BaseEstimator):
                 train_idx, valid_idx = self._split(y_enc, seed)
             else:  # partial_fit: one pass over all of the data given
                 train_idx, valid_idx = np.arange(X.shape[0]), None
-            data = self._batch(X, y_enc, sample_weight, train_idx)
+            rows = self._batch(X, y_enc, sample_weight, train_idx)
             valid = None if valid_idx is None else self._batch(X, y_enc, sample_weight, valid_idx)
             world = 1 if dist is None else dist.world_size
-            steps = training.n_steps(len(data), max(1, min(self.batch_size, len(data))), world)
+            steps = training.n_steps(len(rows), max(1, min(self.batch_size, len(rows))), world)
             scheduler = None if partial else self._build_scheduler(self.optimizer_, steps * epochs)
             forward = self.module_
             if dist is not None:  # gradients averaged over the ranks; rank 0's weights to all
@@ -412,7 +399,7 @@ class _TorchEstimator(BaseEstimator):
             start = time.perf_counter()
             history, best = training.train_epochs(
                 self.module_,
-                train=data,
+                train=rows,
                 valid=valid,
                 criterion=self._build_criterion().to(self.device_),
                 optimizer=self.optimizer_,
