@@ -213,6 +213,31 @@ def test_expected_errors_keep_their_message_and_interrupts_exit_130(project, mon
     assert result.exit_code == 130
 
 
+def test_a_type_error_is_a_bug_not_a_user_error(project, monkeypatch, tmp_path):
+    """A TypeError comes from code, not from the user's input: reported as unexpected, with its
+    type and where it was raised, in a stage and in predict alike."""
+    bug = TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+    result, output = run_failing_stage(project, monkeypatch, bug)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "error in stage split (data set usps): TypeError: unsupported operand" in output
+    assert "test_cli.py:" in output and "unexpected" in output and "TANDEM_DEBUG=1" in output
+
+    from typer.testing import CliRunner
+
+    from tandem import cli, inference
+
+    def broken(*args, **kwargs):
+        raise TypeError("predict_file() got an unexpected keyword argument 'tta'")
+
+    monkeypatch.setattr(inference, "predict_file", broken)
+    result = CliRunner().invoke(
+        cli.app, ["predict", str(tmp_path / "rows.csv"), "--model-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "error in predict: TypeError: predict_file() got an unexpected" in result.output
+    assert "unexpected; run again with TANDEM_DEBUG=1" in result.output
+
+
 def test_predict_reports_unexpected_errors(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

@@ -125,7 +125,10 @@ def load_stage(name: str, root: Path):
 
 # ---- failures: one or two lines naming the stage, never a traceback (TANDEM_DEBUG=1 shows it) ----
 
-EXPECTED_ERRORS = (ValueError, OSError, TypeError)  # bad input, missing files: the message says it
+# user errors, whose message says it all: bad input and params (ValueError: tandem's ParamsError,
+# InputError, DataError, SearchSpaceError, ...) and missing or unreadable files (OSError). Anything
+# else (TypeError, KeyError, AttributeError, ...) is a bug, reported with its type and file:line.
+EXPECTED_ERRORS = (ValueError, OSError)
 DEBUG_VAR = "TANDEM_DEBUG"
 
 
