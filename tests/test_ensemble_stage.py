@@ -107,6 +107,7 @@ def test_an_image_entry_with_tta_averages_every_members_shifted_views(tmp_path, 
     image = {"modality": "image", "image_shape": [8, 8], "channels": 1}
     raw["datasets"]["toy"]["data"] |= image
     raw["datasets"]["toy"]["evaluate"] = {"tta": True}
+    raw["datasets"]["toy"]["preprocess"] = {"scaler": "none"}  # TTA shifts raw pixels
     raw["datasets"]["toy"]["train"] = {"module": "auto", "max_epochs": 2}
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(ROOT))

@@ -377,6 +377,7 @@ class _TorchEstimator(BaseEstimator):
             scheduler = None if partial else self._build_scheduler(self.optimizer_, steps * epochs)
             forward = self.module_
             if dist is not None:  # gradients averaged over the ranks; rank 0's weights to all
+                training.sync_batchnorm(self.module_, self.device_)
                 forward = nn.parallel.DistributedDataParallel(
                     self.module_, device_ids=None if self.device_.type == "cpu" else [self.device_]
                 )
