@@ -6,7 +6,7 @@ The default ``cnn`` on USPS's original 7291 training rows (standardised pixels, 
 random affine augmentation (rotate 10°, translate 10 %, scale 10 %, shear 5°), with augmentation
 plus elastic distortion, and with augmentation plus an EMA of the weights. Runs alternate, so
 drifts in the machine's speed hit every variant alike. s/epoch is the median of the epochs'
-wall times (``history_[i]["seconds"]``: training and validation). The issue's target: augmentation
+wall times (``history_[i]["seconds"]``: training and validation). The target: augmentation
 adds at most 15 % to an epoch.
 
     python benchmarks/augment_overhead.py                 # 3 epochs x 2 repeats

@@ -82,7 +82,7 @@ SPLIT_SEED = 11
 # validation (and prediction) batch of all three runners: tandem's, which is not a parameter
 EVAL_BATCH = training.EVAL_BATCH_SIZE
 
-# The targets (on the rows with identical kernels).
+# The targets this benchmark checks (on the rows with identical kernels).
 TARGET_VS_PLAIN = 1.10  # tandem s/epoch <= 1.10 x plain loop
 TARGET_VS_SKORCH = 1.2  # skorch s/epoch >= 1.2 x tandem
 

@@ -1,5 +1,5 @@
-"""The baselines stage's glue: every model scored, and every model's fit time recorded (before,
-only models taking ``n_jobs`` had one)."""
+"""The baselines stage's glue: every model scored, and every model's fit time recorded (whether
+or not the model takes ``n_jobs``)."""
 
 from __future__ import annotations
 

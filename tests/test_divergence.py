@@ -1,5 +1,5 @@
 """A loss that turns NaN or infinite stops training with an error naming the epoch; nothing is
-saved (before, a NaN model was written with null metrics)."""
+saved: no model with NaN weights and null metrics."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ def test_unknown_name_lists_registered_modules():
         assert repr(name) in str(err.value)
 
 
-def test_usps_cnn_is_the_seed_004_network():
+def test_usps_cnn_is_the_skorch_usps_tutorial_network():
     net = build_module("usps_cnn", 256, 10)
     layers = list(net)
     kinds = [type(m) for m in layers]

@@ -1,6 +1,6 @@
 """A regression model's target scaler is part of the model: written inside its directory before
 the directory is swapped in, recorded in its config, and an error when it has gone missing
-(before, it was written after the swap and a missing file was read as "no scaler")."""
+(a missing file is never read as "no scaler")."""
 
 from __future__ import annotations
 
