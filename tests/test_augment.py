@@ -9,7 +9,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 
-from tandem import TorchClassifier, models, training
+from tandem import TorchClassifier, models
 from tandem.training import Augment
 
 AFFINE = {"augment": "affine", "augment__rotate": 10, "augment__translate": 0.1,
