@@ -75,7 +75,7 @@ def run(params, name: str) -> None:
         console.console.print(
             f"[yellow]note:[/yellow] {failed['n_failed']} of {failed['n_candidates']} candidates "
             f"failed ({failed['n_failed_fits']} of {failed['n_fits']} fits raised an error); "
-            f"{MODELS}/search.json counts them (n_failed)",
+            f"{BEST} counts them (failed_candidates)",
             highlight=False, soft_wrap=True,
         )  # fmt: skip
 
@@ -88,7 +88,9 @@ def run(params, name: str) -> None:
     )
     io.write_text(RESULTS, frame.drop(columns=clock).to_csv(index=False))
     best = search.summary(searcher, method=p.method, refit_metric=p.refit)
-    io.write_json(BEST, best["scores"])  # the metric: the best candidate's scores, nothing else
+    # the metric: the best candidate's scores, and how many candidates failed (a failed one has
+    # no score: a search that lost candidates is not the search its space describes)
+    io.write_json(BEST, {**best["scores"], "failed_candidates": best["n_failed"]})
     for old in Path(PLOTS).glob("*.png"):  # plots of parameters no longer searched
         old.unlink()
     search.plot_param_scores(frame, p.refit, PLOTS)

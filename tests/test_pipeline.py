@@ -340,6 +340,7 @@ def test_metrics_are_the_scores_alone(pipeline_run):
         others = files[f"metrics/{name}/baselines.json"]
         assert set(others) <= baselines and len(others) >= 3, others
         assert all(set(s) == {headline} for s in others.values()), others  # one number each
+    assert files["search/tune/best.json"].pop("failed_candidates") == 0  # a count, beside them
     for search in ("search/cv.json", "search/tune/best.json"):  # {scorer: {mean, std}}
         assert all(set(v) == {"mean", "std"} for v in files[search].values()), files[search]
     # no key stands for the same quantity twice: macro recall is balanced accuracy, MSE is

@@ -53,6 +53,7 @@ def test_failed_candidates_are_counted(project, monkeypatch):
     assert summary["n_failed_fits"] == 3
     assert summary["best_params"] == {"lr": 0.01}
     scores = json.loads((project / "search/tune/best.json").read_text())
+    assert scores.pop("failed_candidates") == 1  # the metric counts them
     assert all(isinstance(s["mean"], float) for s in scores.values())  # the best one's, finite
 
 
