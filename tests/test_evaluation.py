@@ -316,3 +316,22 @@ def test_comparison_table_markdown():
     assert lines[2] == "| torch | 0.9861 | 0.9851 |"
     assert lines[3] == "| svc | 0.9700 |  |"
     assert ev.comparison_table({}) == ""
+
+
+def test_natural_order_counts_numbers_as_numbers():
+    usps = np.unique([str(k) for k in range(1, 11)])  # classes_ order: "1", "10", "2", ...
+    assert usps[ev.natural_order(usps)].tolist() == [str(k) for k in range(1, 11)]
+    assert ev.natural_order(np.array([10, 2, -1])).tolist() == [2, 1, 0]
+    assert ev.natural_order(["2.5", "10", "-3"]).tolist() == [2, 0, 1]
+    text = ["item10", "item2", "b", "a", "item1"]
+    assert [text[i] for i in ev.natural_order(text)] == ["a", "b", "item1", "item2", "item10"]
+    assert ev.natural_order(["no", "yes"]).tolist() == [0, 1]
+
+
+def test_display_labels_name_each_class_and_refuse_a_name_twice():
+    names = {str(k + 1): str(k) for k in range(10)}  # USPS: "10" is the digit 9
+    assert ev.display_labels(["1", "2", "10"], names) == ["0", "1", "9"]
+    assert ev.display_labels(np.array([1, 2]), None) == [1, 2]  # no names: labels as they are
+    assert ev.display_labels(np.array([1, 2]), {"1": "one"}) == ["one", "2"]
+    with pytest.raises(ValueError, match="'1' and '2' both as 'x'"):
+        ev.display_labels(["1", "2"], {"1": "x", "2": "x"})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ __all__ = [
     "comparison_table",
     "confusion_rows",
     "curve_rows",
+    "display_labels",
     "learning_rows",
+    "natural_order",
     "plot_confusion",
     "plot_learning_curves",
     "plot_model_comparison",
@@ -82,6 +85,55 @@ def _display(label: Any, names: Mapping[Any, str] | None) -> str:
         if str(label) in names:
             return str(names[str(label)])
     return str(label)
+
+
+def natural_order(labels: Sequence[Any]) -> np.ndarray:
+    """Indices that put ``labels`` in the order a reader counts them: by value when every label
+    is a number (USPS's "1", "2", ..., "10", not the string order "1", "10", "2"), else as text
+    with each run of digits compared as a number ("item2" before "item10"). Ties keep their
+    order, so the result is deterministic."""
+    values = [v.item() if isinstance(v, np.generic) else v for v in _labels(labels).tolist()]
+    numbers = [_as_number(v) for v in values]
+    if all(n is not None for n in numbers):
+        return np.asarray(sorted(range(len(values)), key=lambda i: numbers[i]), dtype=np.intp)
+
+    def key(i: int) -> tuple:
+        chunks = re.split(r"(\d+)", str(values[i]))
+        return tuple((0, int(c), "") if c.isdigit() else (1, 0, c) for c in chunks if c)
+
+    return np.asarray(sorted(range(len(values)), key=key), dtype=np.intp)
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return None if isinstance(value, float) and math.isnan(value) else float(value)
+    try:
+        number = float(str(value))
+    except ValueError:
+        return None
+    return None if math.isnan(number) else number
+
+
+def display_labels(classes: Sequence[Any], names: Mapping[str, str] | None) -> list[Any]:
+    """Each class as a reader knows it: its entry in ``names`` (keys are the labels as strings,
+    as params.yaml writes them: USPS's {"10": "9"}), else the label as a string; with no names,
+    the labels themselves (numbers stay numbers). Two classes shown with one name are refused,
+    naming both: a prediction would not say which of them it is."""
+    values = [v.item() if isinstance(v, np.generic) else v for v in _labels(classes).tolist()]
+    if not names:
+        return values
+    shown = [str(names.get(str(v), v)) for v in values]
+    seen: dict[str, Any] = {}
+    for value, name in zip(values, shown, strict=True):
+        if name in seen:
+            raise ValueError(
+                f"label_names shows the classes {seen[name]!r} and {value!r} both as {name!r}; "
+                "give each class its own name"
+            )
+        seen[name] = value
+    return shown
 
 
 def save_figure(fig: Figure, path: PathLike, *, dpi: int = 120) -> Path:
