@@ -1,11 +1,16 @@
 """evaluate: sklearn metrics on the test split, plot data for `dvc plots`, PNG figures.
 
-Every entry: metrics/<name>/eval.json; for `dvc plots`, plots/<chart>/<name>.json: predictions
-(actual and predicted per test row: a confusion matrix, or a scatter for regression), curves
-(ROC and precision-recall per class, or residuals), learning and validation (the model's training
-history); PNG figures in reports/<name>/ (learning curves, confusion, the most confidently wrong
-test images).
+Every entry: metrics/<name>/eval.json, the scores of the model the export stage serves (with
+``evaluate.tta`` on, an image classifier's test-time augmented network; the plain network's
+accuracy sits beside that headline as ``accuracy_plain``); for `dvc plots`,
+plots/<chart>/<name>.json: predictions (actual and predicted per test row: a confusion matrix, or
+a scatter for regression), curves (ROC and precision-recall per class, or residuals), learning
+and validation (the model's training history); PNG figures in reports/<name>/ (learning curves,
+confusion, the most confidently wrong test images). Labels are shown by ``evaluate.label_names``
+in natural order ("1", "2", ..., "10"), as predict and serve show them.
 """
+
+import numpy as np
 
 from stages.layout import layout
 from tandem import TorchClassifier, TorchRegressor, config, data, evaluation, io
@@ -39,19 +44,25 @@ def run(params, name: str) -> None:
         learning(model, paths)
         return
     model = TorchClassifier.load(paths.model)
-    tta = p.tta and spec.modality == "image"
-    proba = model.predict_proba_tta(X) if tta else model.predict_proba(X)
+    tta = p.tta and spec.modality == "image"  # what the export stage serves, from the same keys
+    plain = model.predict_proba(X)
+    proba = model.predict_proba_tta(X) if tta else plain
     pred = model.classes_[proba.argmax(axis=1)]
-    io.write_json(
-        paths.metrics("eval"), evaluation.classification_metrics(y, pred, proba, model.classes_)
-    )
+    scores = evaluation.classification_metrics(y, pred, proba, model.classes_)
+    if tta:  # the headline is the served (augmented) model's; the network alone beside it
+        scores["accuracy_plain"] = float(np.mean(model.classes_[plain.argmax(axis=1)] == y))
+    io.write_json(paths.metrics("eval"), scores)
     names = p.label_names or {}
+    order = evaluation.natural_order(model.classes_)  # as predict and serve list the classes
     shown = [names.get(str(v), str(v)) for v in y], [names.get(str(v), str(v)) for v in pred]
     io.write_json(paths.plot("predictions"), evaluation.confusion_rows(*shown))
-    shown_classes = [names.get(str(c), str(c)) for c in model.classes_]
-    io.write_json(paths.plot("curves"), evaluation.curve_rows(shown[0], proba, shown_classes))
-    order = sorted(model.classes_, key=lambda label: names.get(str(label), str(label)))
-    evaluation.plot_confusion(y, pred, order, paths.report("confusion"), label_names=names)
+    shown_classes = [str(c) for c in evaluation.display_labels(model.classes_[order], names)]
+    io.write_json(
+        paths.plot("curves"), evaluation.curve_rows(shown[0], proba[:, order], shown_classes)
+    )
+    evaluation.plot_confusion(
+        y, pred, model.classes_[order], paths.report("confusion"), label_names=names
+    )
     learning(model, paths)
     if spec.modality == "image":
         images = io.read_parquet(paths.test).drop(columns=[spec.target, *spec.drop])

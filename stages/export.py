@@ -1,19 +1,43 @@
-"""export: the preprocessor and the network as one ONNX file (+ TorchScript), checked on test.
+"""export: the served model as one ONNX file (+ TorchScript and serving.json), checked on test.
 
-The ONNX graph goes from raw columns to probabilities; it is written only when onnxruntime agrees
-with the Python pipeline (skops preprocessor + torch model) on the whole test split: every label
-the same and probabilities within 1e-5. The comparison is the stage's metric.
+The served model is the one the evaluate stage scores, from the same keys: an image classifier
+whose ``evaluate.tta`` is on is served with test-time augmentation, and classes are named by
+``evaluate.label_names`` (renaming a label reruns this stage and evaluate, never training). The
+ONNX graph goes from raw columns to probabilities; it is written only when onnxruntime agrees
+with the Python pipeline (skops preprocessor + torch model, augmented where served) on the whole
+test split: every label the same and probabilities within 1e-5. metrics/<name>/export.json
+records the comparison, what is served (``served``: "tta" or "plain") and the exported file's
+test ``accuracy``, the number eval.json's headline must equal.
 """
 
 from stages.layout import layout
 from tandem import export, inference, io
 
-PARAMS = ()
+# evaluate.tta and label_names alone: the figures' settings (n_worst) do not re-export
+PARAMS = (
+    "evaluate.tta", "evaluate.label_names", "datasets.{name}.data", "datasets.{name}.evaluate",
+)  # fmt: skip
+
+
+def serving(params, name: str) -> inference.Serving:
+    """What the entry serves: its evaluate section's tta (image classifiers) and label_names,
+    the entry's own values over the shared ones as the evaluate stage merges them."""
+    entry = params.datasets[name]
+    own = entry.evaluate or {}
+    tta = own.get("tta", params.evaluate.tta)
+    names = params.evaluate.label_names
+    if "label_names" in own:  # mappings merge key by key, as config.resolve merges sections
+        given = own["label_names"]
+        names = {**names, **given} if isinstance(names, dict) and isinstance(given, dict) else given
+    image_classifier = entry.data.modality == "image" and entry.data.task == "classification"
+    return inference.Serving(tta=bool(tta) and image_classifier, label_names=names or None)
 
 
 def run(params, name: str) -> None:
     paths = layout(name)
     pipe = inference.load(paths.models)
     test = io.read_parquet(paths.test)
-    report = export.export(pipe, test)
+    report = export.export(
+        pipe, test, serving=serving(params, name), target=params.datasets[name].data.target
+    )
     io.write_json(paths.metrics("export"), report)

@@ -40,7 +40,8 @@ def test_usps_onnx_matches_python_pipeline(usps_exported):
     assert report["passed"] and report["labels_agree"] and report["n_rows"] == len(test)
     assert report["max_abs_diff"] <= 1e-5
     assert model.meta["layout"] == "matrix" and model.meta["image_shape"] == [1, 16, 16]
-    assert model.classes == [str(k) for k in sorted(range(1, 11), key=str)]
+    assert model.classes == [str(k) for k in range(1, 11)]  # natural order, not "1", "10", "2"
+    assert model.meta["served"] == "plain" and model.meta["model_classes"] == model.classes
     # one graph: raw pixels in, probabilities and labels out, any batch size
     graph = onnx.load(str(usps_exported / "model.onnx")).graph
     assert [i.name for i in graph.input] == ["features"]
@@ -61,14 +62,17 @@ def test_a_cnn_with_a_global_head_exports(tmp_path):
 
 
 def test_torchscript_file_is_the_network(usps_exported):
+    """The served network's logits, columns in the served (natural) class order."""
     pipe = inference.load(usps_exported)
     test = pd.read_parquet(usps_test(usps_exported))
     net = torch.jit.load(str(usps_exported / "model.torchscript.pt"))
     X = pipe.preprocessor.transform(test[pipe.feature_names]).to_numpy(np.float32)
     with torch.no_grad():
         logits = net(torch.from_numpy(X[:7])).numpy()
-    expected = pipe.estimator.predict_proba(X[:7])
+    expected = pipe.predict_proba(test.head(7))
     np.testing.assert_allclose(torch.softmax(torch.tensor(logits), 1).numpy(), expected, atol=1e-5)
+    order = [list(pipe.estimator.classes_).index(c) for c in pipe.classes]
+    np.testing.assert_allclose(expected, pipe.estimator.predict_proba(X[:7])[:, order], atol=1e-7)
 
 
 def test_tabular_onnx_with_categoricals_missing_and_unknown_values(tabular_exported):
@@ -91,9 +95,6 @@ def test_tabular_onnx_with_categoricals_missing_and_unknown_values(tabular_expor
 
 
 def test_piecewise_linear_encoding_exports(tmp_path):
-    encoder = getattr(features, "PiecewiseLinearEncoder", None)
-    if encoder is None:
-        pytest.skip("features.PiecewiseLinearEncoder is not in this version")
     train = tabular_frame(400, 0)
     X, y = train.drop(columns="label"), train["label"]
     prep = features.build_tabular_preprocessor(
@@ -137,12 +138,26 @@ def test_export_stage_writes_onnx_torchscript_and_metric(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))
     from stages import export as stage
 
-    assert stage.PARAMS == ()
-    stage.run(View(), "toy")
+    assert stage.PARAMS == (
+        "evaluate.tta", "evaluate.label_names", "datasets.{name}.data", "datasets.{name}.evaluate"
+    )  # fmt: skip
+    data = View(modality="tabular", task="classification", target="label")
+    params = View(evaluate=View(tta=True, label_names={"yes": "over", "no": "under"}),
+                  datasets=View(toy=View(data=data, evaluate={})))  # fmt: skip
+    stage.run(params, "toy")
     report = json.loads((tmp_path / "metrics/toy/export.json").read_text())
     assert report["passed"] and report["labels_agree"] and report["max_abs_diff"] <= 1e-5
+    assert report["served"] == "plain"  # TTA shifts images; a tabular model is served plain
+    pipe = inference.load(tmp_path / "models/toy")
+    test = pd.read_parquet(tabular_test(pipe.model_dir))
+    assert report["accuracy"] == np.mean(
+        pipe.predict(test)["prediction"] == test["label"].map({"yes": "over", "no": "under"})
+    )
     assert (tmp_path / "models/toy/model.onnx").is_file()
     assert (tmp_path / "models/toy/model.torchscript.pt").is_file()
+    serving = json.loads((tmp_path / "models/toy/serving.json").read_text())
+    assert serving["served"] == "plain" and serving["classes"] == ["under", "over"]
+    assert serving["model_classes"] == ["no", "yes"]
 
 
 def test_a_failed_parity_check_writes_nothing(usps_dir, tmp_path, monkeypatch):

@@ -163,7 +163,10 @@ def test_tta_averages_the_shifted_images_as_evaluate_does(usps_dir, tmp_path):
         outputs[bool(flag)] = pd.read_csv(out, dtype={"prediction": str}).filter(like="proba_")
     pipe = inference.load(usps_dir)
     X = pipe.preprocessor.transform(test[pipe.feature_names])
-    assert np.allclose(outputs[True].to_numpy(), pipe.estimator.predict_proba_tta(X), atol=1e-6)
+    expected = pd.DataFrame(pipe.estimator.predict_proba_tta(X),
+                            columns=[f"proba_{c}" for c in pipe.estimator.classes_])  # fmt: skip
+    assert list(outputs[True].columns) == [f"proba_{k}" for k in range(1, 11)]  # natural order
+    assert np.allclose(outputs[True].to_numpy(), expected[outputs[True].columns], atol=1e-6)
     assert not np.allclose(outputs[True].to_numpy(), outputs[False].to_numpy(), atol=1e-4)
 
 

@@ -56,7 +56,8 @@ def test_health_and_metadata(usps, usps_dir):
     assert usps.get("/health").json()["status"] == "ok"
     meta = usps.get("/metadata").json()
     assert meta["n_features"] == 256 and meta["feature_names"][:2] == ["int0", "int1"]
-    assert meta["classes"] == sorted(str(k) for k in range(1, 11))
+    assert meta["classes"] == [str(k) for k in range(1, 11)]  # natural order
+    assert meta["served"] == "plain"
     assert meta["accepts_images"] and meta["max_batch"] == 64
     assert len(meta["version"]["md5"]) == 32 and meta["version"]["source"] == "computed"
     assert meta["backend"] in ("onnx", "torch")

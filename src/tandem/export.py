@@ -1,8 +1,11 @@
 """One ONNX file from raw features to probabilities, checked against the Python pipeline.
 
-The fitted sklearn preprocessor is converted with skl2onnx, the torch network with torch.onnx
+The fitted sklearn preprocessor is converted with skl2onnx, the served network with torch.onnx
 (dynamic batch axis, softmax appended), and the two graphs are merged into one, so that a
-deployment applies exactly the preprocessing used in training. Inputs are the raw columns:
+deployment applies exactly the preprocessing used in training. The served network is what the
+evaluate stage scores: an image classifier whose entry has ``evaluate.tta`` is exported as its
+test-time augmented network (``models.ShiftAveraged``: the image and its 1-pixel shifts, mean
+probabilities), in one graph. Inputs are the raw columns:
 
 - an image model (a scaler over the pixels) takes one float tensor ``features`` of shape (N, F),
   in the column order of ``feature_names`` (stored in the file's metadata);
@@ -11,7 +14,10 @@ deployment applies exactly the preprocessing used in training. Inputs are the ra
   ones (the empty string stands for a missing value).
 
 Outputs: ``probabilities`` (N, n_classes) float32 and ``label`` (N,) for a classifier, or
-``prediction`` (N,) for a regressor. skl2onnx's own OneHotEncoder converter cannot map unknown
+``prediction`` (N,) for a regressor. A classifier's classes are the served ones: named by
+``evaluate.label_names`` (USPS's "10" is the digit "9"), in natural order ("1", "2", ..., "10");
+the metadata's ``classes`` lists them in the order of the probabilities' columns, ``served``
+says ``"tta"`` or ``"plain"``. skl2onnx's own OneHotEncoder converter cannot map unknown
 categories onto the "infrequent" column (handle_unknown="infrequent_if_exist"), so tandem
 converts OneHotEncoder itself (``_convert_one_hot``): a LabelEncoder from category to output
 position, then a comparison with the positions.
@@ -32,10 +38,13 @@ from tandem import io
 from tandem.inference import (
     METADATA_KEY,
     ONNX_FILE,
+    SERVING_FILE,
     TORCHSCRIPT_FILE,
     InputError,
     OnnxModel,
     Pipeline,
+    Serving,
+    check_serving,
     prepare_frame,
 )
 
@@ -159,11 +168,14 @@ def _custom_converters() -> tuple[dict, dict]:
 
     from tandem import features
 
-    shapes = {OneHotEncoder: _shape_one_hot, FunctionTransformer: _shape_identity}
-    converters = {OneHotEncoder: _convert_one_hot, FunctionTransformer: _convert_identity}
-    encoder = getattr(features, "PiecewiseLinearEncoder", None)
-    if encoder is not None:
-        shapes[encoder], converters[encoder] = _shape_piecewise, _convert_piecewise
+    shapes = {
+        OneHotEncoder: _shape_one_hot, FunctionTransformer: _shape_identity,
+        features.PiecewiseLinearEncoder: _shape_piecewise,
+    }  # fmt: skip
+    converters = {
+        OneHotEncoder: _convert_one_hot, FunctionTransformer: _convert_identity,
+        features.PiecewiseLinearEncoder: _convert_piecewise,
+    }  # fmt: skip
     return shapes, converters
 
 
@@ -219,12 +231,43 @@ def _steps(est) -> list[Any]:
 
 
 # ------------------------------------------------------------------------------ torch part
-def _network(pipe: Pipeline):
-    """The torch module with its output head: softmax, or the target scaler's inverse."""
+def served_network(pipe: Pipeline):
+    """The network the directory serves, as logits in the served class order: the trained module,
+    wrapped in ``models.ShiftAveraged`` when it serves test-time augmentation (its output is the
+    log of the mean probabilities, so a softmax gives them back), its columns taken in natural
+    class order (``pipe.order``). A regressor's network is returned as it is."""
     import torch
     from torch import nn
 
+    from tandem import models
+
     module = copy.deepcopy(pipe.estimator.module_).to("cpu").float().eval()
+    if pipe.task != "classification":
+        return module
+    if pipe.serving.tta:
+        module = models.ShiftAveraged(module, pipe.image_shape).eval()
+    order = np.asarray(pipe.order)
+    if np.array_equal(order, np.arange(len(order))):
+        return module
+
+    class Reorder(nn.Module):
+        def __init__(self, net: nn.Module, order: np.ndarray):
+            super().__init__()
+            self.net = net
+            self.register_buffer("order", torch.as_tensor(order, dtype=torch.long))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x).index_select(1, self.order)
+
+    return Reorder(module, order).eval()
+
+
+def _network(pipe: Pipeline):
+    """The served network with its output head: softmax, or the target scaler's inverse."""
+    import torch
+    from torch import nn
+
+    module = served_network(pipe)
 
     class Classify(nn.Module):
         def __init__(self, net: nn.Module):
@@ -299,12 +342,14 @@ def _drop_stack_traces(graph) -> None:
 
 
 def torchscript(pipe: Pipeline, path: str | Path) -> Path:
-    """The network alone (logits, no preprocessing) as TorchScript, traced on a dummy batch."""
+    """The served network (``served_network``: logits in the served class order, test-time
+    augmentation included when served; no preprocessing) as TorchScript, traced on a dummy
+    batch."""
     import warnings
 
     import torch
 
-    module = copy.deepcopy(pipe.estimator.module_).to("cpu").float().eval()
+    module = served_network(pipe)
     n_in = int(pipe.estimator.n_features_in_)
     with warnings.catch_warnings():  # torch.jit is deprecated upstream; still the format asked for
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -373,9 +418,9 @@ def build_onnx(pipe: Pipeline):
         graph.node.append(
             helper.make_node("ArgMax", ["net/y"], ["label_index"], axis=1, keepdims=0)
         )
-        classes = pipe.estimator.classes_
-        if classes.dtype.kind in "iub":
-            label_type, values = TensorProto.INT64, classes.astype(np.int64)
+        classes = pipe.classes  # the served names, in the order of the probabilities
+        if pipe.serving.label_names is None and pipe.estimator.classes_.dtype.kind in "iub":
+            label_type, values = TensorProto.INT64, np.asarray(classes, dtype=np.int64)
         else:
             label_type, values = TensorProto.STRING, [str(c).encode() for c in classes]
         table = helper.make_tensor("classes", label_type, [len(classes)], values)
@@ -391,7 +436,10 @@ def build_onnx(pipe: Pipeline):
     meta = {
         "format": "tandem-onnx/1",
         "task": pipe.task,
-        "classes": pipe.classes,
+        "served": pipe.serving.served,  # "tta": the graph is the test-time augmented network
+        "classes": pipe.classes,  # as label_names shows them, in the probabilities' order
+        "model_classes": pipe.model_classes,  # the labels the network was trained on
+        "label_names": pipe.serving.label_names,
         "feature_names": pipe.feature_names,
         "numeric": pipe.numeric,
         "categorical": pipe.categorical,
@@ -412,7 +460,8 @@ def build_onnx(pipe: Pipeline):
 
 # ------------------------------------------------------------------------------ running
 def parity(model: OnnxModel, pipe: Pipeline, frame: pd.DataFrame) -> dict[str, Any]:
-    """Compare onnxruntime with the Python pipeline on the same raw rows."""
+    """Compare onnxruntime with the Python pipeline (what it serves: test-time augmentation
+    included) on the same raw rows."""
     X = prepare_frame(frame, pipe)
     expected = np.asarray(pipe.predict_proba(X))
     got = model.run(X).astype(np.float64)
@@ -430,27 +479,60 @@ def parity(model: OnnxModel, pipe: Pipeline, frame: pd.DataFrame) -> dict[str, A
     return report
 
 
-def export(pipe: Pipeline, frame: pd.DataFrame, out_dir: str | Path | None = None) -> dict:
-    """Write ``model.onnx`` and ``model.torchscript.pt`` and check ONNX against Python.
+def served_accuracy(model: OnnxModel, pipe: Pipeline, frame: pd.DataFrame, target: str) -> float:
+    """Accuracy of the exported file's labels on ``frame``'s ``target`` column: the deployed
+    model's score, comparable with eval.json's headline."""
+    index = {str(label): i for i, label in enumerate(pipe.model_classes)}
+    truth = np.asarray([index.get(str(v), -1) for v in frame[target]])
+    got = model.run(prepare_frame(frame, pipe)).argmax(axis=1)
+    return float(np.mean(got == truth))
 
-    The ONNX file is written only once it has passed the parity check on ``frame`` (the test
-    split); a failing check raises and leaves the previous file in place.
+
+def export(
+    pipe: Pipeline,
+    frame: pd.DataFrame,
+    out_dir: str | Path | None = None,
+    *,
+    serving: Serving | None = None,
+    target: str | None = None,
+) -> dict:
+    """Write ``model.onnx``, ``model.torchscript.pt`` and ``serving.json``, and check ONNX
+    against Python.
+
+    ``serving`` says what to serve (test-time augmentation, label names; default: what ``pipe``
+    serves); both files are that model, and ``serving.json`` tells the torch backend. The ONNX
+    file is written only once it has passed the parity check on ``frame`` (the test split); a
+    failing check raises and leaves the previous files in place. With ``target`` (a column of
+    ``frame``) a classifier's report holds the exported file's ``accuracy`` on it.
     """
+    import dataclasses
+
     import onnx
 
+    if serving is not None:
+        pipe = dataclasses.replace(pipe, serving=serving)
+        check_serving(pipe)
     out_dir = Path(out_dir) if out_dir is not None else pipe.model_dir
     model = build_onnx(pipe)
-    target = out_dir / ONNX_FILE
-    with io.atomic_path(target) as tmp:
+    target_path = out_dir / ONNX_FILE
+    with io.atomic_path(target_path) as tmp:
         onnx.save(model, str(tmp))
-        report = parity(OnnxModel(tmp), pipe, frame)
+        exported = OnnxModel(tmp)
+        report = {"served": pipe.serving.served, **parity(exported, pipe, frame)}
         if not report["passed"]:
             raise ValueError(
-                f"ONNX export disagrees with the Python pipeline: {report}; {target} not written"
+                f"ONNX export disagrees with the Python pipeline: {report}; "
+                f"{target_path} not written"
             )
+        if target is not None and pipe.task == "classification" and target in frame.columns:
+            report["accuracy"] = served_accuracy(exported, pipe, frame, target)
     torchscript(pipe, out_dir / TORCHSCRIPT_FILE)
-    report["onnx_bytes"] = target.stat().st_size
+    io.write_json(out_dir / SERVING_FILE, pipe.record())
+    report["onnx_bytes"] = target_path.stat().st_size
     return report
 
 
-__all__ = ["InputError", "OnnxModel", "build_onnx", "export", "parity", "torchscript"]
+__all__ = [
+    "InputError", "OnnxModel", "Serving", "build_onnx", "export", "parity", "served_network",
+    "torchscript",
+]  # fmt: skip

@@ -1,9 +1,17 @@
 """Use a trained pipeline on new data: load the artifacts, check the input, predict, write.
 
 A model directory is what the pipeline writes for one data set (``models/<name>/``):
-``preprocessor.skops`` (the fitted sklearn
-preprocessor, read by skops with trusted types only) and ``model/`` (the torch estimator: JSON +
-safetensors), and after the export stage ``model.onnx``. Loading never unpickles anything.
+``preprocessor.skops`` (the fitted sklearn preprocessor, read by skops with trusted types only)
+and ``model/`` (the torch estimator: JSON + safetensors), and after the export stage
+``model.onnx`` and ``serving.json``. Loading never unpickles anything.
+
+``serving.json`` (``Serving``) says what the directory serves beyond the trained network: the
+export stage writes it from the entry's evaluate section, the keys the evaluate stage scores
+with. An image classifier with ``evaluate.tta`` serves its test-time augmented network
+(``models.ShiftAveraged``), in torch and in ``model.onnx`` alike, so that ``tandem predict``,
+``tandem serve`` and eval.json's headline are one model; classes are named by
+``evaluate.label_names`` and listed in natural order ("1", "2", ..., "10"), as the figures show
+them. A directory without it serves the plain network under the labels it was trained on.
 
 The same checks guard every route in (``tandem predict``, ``tandem serve``, the export parity
 check): missing columns are named, numbers must be numbers, and images are turned into rows
@@ -24,13 +32,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tandem import data, features, io, training
+from tandem import data, evaluation, features, io, training
 from tandem.estimators import TorchClassifier, TorchRegressor
 
 PREPROCESSOR = "preprocessor.skops"
 MODEL = "model"
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
+SERVING_FILE = "serving.json"
+SERVING_FORMAT = "tandem-serving/1"
 IMAGE_SUFFIXES = (".png",)
 TABLE_SUFFIXES = (".csv", ".parquet")
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".json")
@@ -41,9 +51,48 @@ class InputError(ValueError):
     """The data handed to a model is unusable; the message names the column, row or file."""
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What a model directory serves on top of its trained network.
+
+    ``tta``: an image classifier serves test-time augmentation, the mean probabilities over the
+    image and its 1-pixel shifts (``models.ShiftAveraged``), as the evaluate stage scores it with
+    ``evaluate.tta``. ``label_names``: how each label is shown, keys being the labels as strings
+    (USPS: {"1": "0", ..., "10": "9"}); None shows them as they are.
+    """
+
+    tta: bool = False
+    label_names: dict[str, str] | None = None
+
+    @property
+    def served(self) -> str:
+        """``"tta"`` or ``"plain"``: the name eval.json, export.json and /metadata use."""
+        return "tta" if self.tta else "plain"
+
+    @classmethod
+    def read(cls, model_dir: str | Path) -> Serving:
+        """``serving.json`` of a model directory; the plain network when there is none."""
+        path = Path(model_dir) / SERVING_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc})") from None
+        if not isinstance(record, dict) or record.get("format") != SERVING_FORMAT:
+            raise ValueError(f"{path} was not written by tandem export (format {SERVING_FORMAT})")
+        if record.get("served") not in ("tta", "plain"):
+            raise ValueError(f"{path}: 'served' must be 'tta' or 'plain'")
+        names = record.get("label_names")
+        if names is not None and not isinstance(names, dict):
+            raise ValueError(f"{path}: 'label_names' must be a mapping or null")
+        return cls(tta=record["served"] == "tta", label_names=names)
+
+
 @dataclass
 class Pipeline:
-    """A fitted preprocessor and torch estimator read from one model directory."""
+    """A fitted preprocessor and torch estimator read from one model directory, and what the
+    directory serves of them (``serving``)."""
 
     model_dir: Path
     preprocessor: Any
@@ -51,16 +100,42 @@ class Pipeline:
     target_scaler: Any = None
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
+    serving: Serving = field(default_factory=Serving)
 
     @property
     def task(self) -> str:
         return "classification" if isinstance(self.estimator, TorchClassifier) else "regression"
 
     @property
-    def classes(self) -> list[Any] | None:
+    def order(self) -> np.ndarray:
+        """Positions of the estimator's ``classes_`` in the served order (natural order: "1",
+        "2", ..., "10"); served probabilities are the estimator's columns taken in this order."""
+        return evaluation.natural_order(self.estimator.classes_)
+
+    @property
+    def model_classes(self) -> list[Any] | None:
+        """The labels the network was trained on, in the served order."""
         if self.task != "classification":
             return None
-        return [c.item() if isinstance(c, np.generic) else c for c in self.estimator.classes_]
+        return [c.item() if isinstance(c, np.generic) else c
+                for c in self.estimator.classes_[self.order]]  # fmt: skip
+
+    @property
+    def classes(self) -> list[Any] | None:
+        """The served classes: ``model_classes`` as ``serving.label_names`` shows them."""
+        if self.task != "classification":
+            return None
+        return evaluation.display_labels(self.model_classes, self.serving.label_names)
+
+    def record(self) -> dict[str, Any]:
+        """``serving.json``'s content: what is served, and the classes it answers with."""
+        return {
+            "format": SERVING_FORMAT,
+            "served": self.serving.served,
+            "label_names": self.serving.label_names,
+            "classes": self.classes,
+            "model_classes": self.model_classes,
+        }
 
     @property
     def feature_names(self) -> list[str]:
@@ -97,18 +172,19 @@ class Pipeline:
     def is_image(self) -> bool:
         return self.image_shape is not None
 
-    def predict_proba(self, frame: pd.DataFrame, *, tta: bool = False) -> np.ndarray:
-        """Class probabilities (classification) or predictions (regression), float64. ``tta``:
-        an image classifier's probabilities averaged over each image and its 1-pixel shifts."""
+    def predict_proba(self, frame: pd.DataFrame, *, tta: bool | None = None) -> np.ndarray:
+        """The served model's class probabilities (classification; columns in the order of
+        ``classes``) or predictions (regression), float64. ``tta``: an image classifier's
+        probabilities averaged over each image and its 1-pixel shifts; None: as served."""
+        tta = self.serving.tta if tta is None else tta
         if tta and (self.task != "classification" or not self.is_image):
             raise InputError(
                 f"test-time augmentation shifts images; {self.model_dir} is not an image classifier"
             )
         X = self.preprocessor.transform(prepare_frame(frame, self))
-        if tta:
-            return np.asarray(self.estimator.predict_proba_tta(X), dtype=np.float64)
         if self.task == "classification":
-            return self.estimator.predict_proba(X)
+            proba = self.estimator.predict_proba_tta(X) if tta else self.estimator.predict_proba(X)
+            return np.asarray(proba, dtype=np.float64)[:, self.order]
         pred = self.estimator.predict(X)
         if self.target_scaler is not None:
             pred = self.target_scaler.inverse_transform(np.reshape(pred, (-1, 1))).ravel()
@@ -152,7 +228,21 @@ def load(model_dir: str | Path) -> Pipeline:
     if not hasattr(preprocessor, "feature_names_in_"):
         raise ValueError(f"{model_dir / PREPROCESSOR} is not a fitted tandem preprocessor")
     numeric, categorical = column_kinds_of(preprocessor)
-    return Pipeline(model_dir, preprocessor, estimator, scaler, numeric, categorical)
+    pipe = Pipeline(model_dir, preprocessor, estimator, scaler, numeric, categorical)
+    pipe.serving = Serving.read(model_dir)
+    check_serving(pipe)
+    return pipe
+
+
+def check_serving(pipe: Pipeline) -> None:
+    """Refuse what the model cannot serve at load, not per request: test-time augmentation of
+    anything but an image classifier, label names that give two classes one name."""
+    if pipe.serving.tta and (pipe.task != "classification" or not pipe.is_image):
+        raise ValueError(
+            f"{pipe.model_dir / SERVING_FILE}: test-time augmentation shifts images; the model is "
+            "not an image classifier"
+        )
+    _ = pipe.classes
 
 
 class OnnxModel:
@@ -178,7 +268,8 @@ class OnnxModel:
             raise ValueError(f"{self.path} was not written by tandem export (no metadata)")
         self.meta = json.loads(props[METADATA_KEY])
         self.task = self.meta["task"]
-        self.classes = self.meta["classes"]
+        self.classes = self.meta["classes"]  # the served names, in the probabilities' order
+        self.served = self.meta.get("served", "plain")
         self.feature_names = self.meta["feature_names"]
         self.numeric = self.meta["numeric"]
         self.categorical = self.meta["categorical"]
@@ -197,7 +288,7 @@ class OnnxModel:
         return out
 
     def run(self, X: pd.DataFrame) -> np.ndarray:
-        """Probabilities (N, n_classes) or predictions (N,), float32."""
+        """Probabilities (N, n_classes; columns as ``classes``) or predictions (N,), float32."""
         name = "probabilities" if self.task == "classification" else "prediction"
         return self.session.run([name], self.feeds(X))[0]
 
@@ -205,22 +296,40 @@ class OnnxModel:
 def predict_file(
     path: str | Path, model_dir: str | Path, *, backend: str = "torch", tta: bool = False
 ) -> pd.DataFrame:
-    """Predictions for a CSV/parquet/PNG input: ``prediction``, ``proba_<class>``...
+    """The served model's predictions for a CSV/parquet/PNG input: ``prediction`` and
+    ``proba_<class>`` per class, named and ordered as the directory serves them.
 
-    A ``file`` column (images) or an ``id`` column in the input is carried over. ``tta``
-    (torch backend, image classifiers): test-time augmentation, as ``evaluate.tta``.
+    A ``file`` column (images) or an ``id`` column in the input is carried over. ``tta`` (image
+    classifiers): test-time augmentation, as ``evaluate.tta``; a directory that serves it runs it
+    without being asked, and there the flag changes nothing. A plain ``model.onnx`` cannot
+    augment: ``tta`` with the onnx backend is refused unless the file serves it.
     """
-    if tta and backend == "onnx":
-        raise InputError("test-time augmentation runs in torch: use --backend torch with --tta "
-                         "(model.onnx is the plain network)")  # fmt: skip
     pipe = load(model_dir)
+    if tta and (pipe.task != "classification" or not pipe.is_image):
+        raise InputError(
+            f"test-time augmentation shifts images; {pipe.model_dir} is not an image classifier"
+        )
     frame = read_input(path, pipe)
     X = prepare_frame(frame, pipe)
     if backend == "onnx":
-        proba = OnnxModel(Path(model_dir) / ONNX_FILE).run(X).astype(np.float64)
+        model = OnnxModel(Path(model_dir) / ONNX_FILE)
+        if tta and model.served != "tta":
+            raise InputError(
+                "test-time augmentation runs in torch here: use --backend torch with --tta "
+                "(this model.onnx is the plain network; the export stage builds the augmented "
+                "one when the entry's evaluate.tta is on)"
+            )
+        proba, classes = model.run(X).astype(np.float64), model.classes
     else:
-        proba = pipe.predict_proba(X, tta=tta)
-    result = result_frame(pipe, proba)
+        proba, classes = pipe.predict_proba(X, tta=True if tta else None), pipe.classes
+    if tta and pipe.serving.tta:
+        from tandem.console import console
+
+        console.print(
+            f"note: {pipe.model_dir} serves test-time augmentation already (evaluate.tta); "
+            "--tta changes nothing", highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    result = result_frame(pipe, proba, classes)
     for key in ("id", "file"):
         if key in frame.columns and key not in pipe.feature_names:
             result.insert(0, key, frame[key].to_numpy())
@@ -270,14 +379,20 @@ def _missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
-def result_frame(pipe: Pipeline, proba: np.ndarray) -> pd.DataFrame:
-    """``prediction`` (+ ``proba_<class>`` per class) as a frame, one row per input row."""
+def result_frame(
+    pipe: Pipeline, proba: np.ndarray, classes: Sequence[Any] | None = None
+) -> pd.DataFrame:
+    """``prediction`` (+ ``proba_<class>`` per class) as a frame, one row per input row.
+    ``classes`` name the columns of ``proba`` (default: the served ``pipe.classes``)."""
     if pipe.task == "regression":
         return pd.DataFrame({"prediction": np.asarray(proba, dtype=float)})
-    classes = pipe.estimator.classes_
-    frame = pd.DataFrame({"prediction": classes[np.asarray(proba).argmax(axis=1)]})
+    classes = list(pipe.classes if classes is None else classes)
+    proba = np.asarray(proba)
+    labels = np.empty(len(classes), dtype=object)
+    labels[:] = classes
+    frame = pd.DataFrame({"prediction": labels[proba.argmax(axis=1)]})
     for i, label in enumerate(classes):
-        frame[f"proba_{label}"] = np.asarray(proba)[:, i]
+        frame[f"proba_{label}"] = proba[:, i]
     return frame
 
 

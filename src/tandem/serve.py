@@ -10,8 +10,11 @@
 Every malformed request gets a 4xx answer that says what is wrong (422: wrong feature count,
 missing column, NaN/infinity, not a number, bad image; 413: batch larger than ``max_batch``);
 a 5xx would be a bug. ``GET /health`` and ``GET /metadata`` (model version = the artifact's DVC
-hash, classes, feature names, metrics) describe the service. The model runs in onnxruntime from
-``model.onnx`` or in torch from the saved estimator (``backend``); both load without pickle.
+hash, what is served, classes, feature names, metrics) describe the service. The model runs in
+onnxruntime from ``model.onnx`` or in torch from the saved estimator (``backend``); both load
+without pickle and serve the same model, the one eval.json's headline scores: test-time
+augmentation where the entry's ``evaluate.tta`` is on, classes named by ``evaluate.label_names``
+in natural order (``tandem.inference.Serving``).
 """
 
 from __future__ import annotations
@@ -75,7 +78,11 @@ class Predictor:
             raise ValueError(f"backend must be 'onnx' or 'torch'; got {backend!r}")
         md5, source = inference.dvc_md5(artifact)
         self.version = {"artifact": str(artifact), "md5": md5, "source": source}
-        self.metrics = find_metrics(self.model_dir)
+        if self.onnx is not None:  # the file says what it serves
+            self.served, self.classes = self.onnx.served, self.onnx.classes
+        else:
+            self.served, self.classes = self.pipe.serving.served, self.pipe.classes
+        self.metrics = served_metrics(find_metrics(self.model_dir), self.served)
 
     # ------------------------------------------------------------------ batches
     def frame(self, request: PredictRequest) -> pd.DataFrame:
@@ -155,7 +162,7 @@ class Predictor:
             out = np.asarray(self.pipe.predict_proba(frame))
         if self.pipe.task == "regression":
             return {"predictions": out.tolist()}
-        classes = self.pipe.classes
+        classes = self.classes
         return {
             "predictions": [classes[i] for i in out.argmax(axis=1)],
             "probabilities": out.round(7).tolist(),
@@ -168,7 +175,8 @@ class Predictor:
             "backend": self.backend,
             "version": self.version,
             "task": self.pipe.task,
-            "classes": self.pipe.classes,
+            "served": self.served,
+            "classes": self.classes,
             "feature_names": self.pipe.feature_names,
             "n_features": len(self.pipe.feature_names),
             "categorical": self.pipe.categorical,
@@ -223,6 +231,25 @@ def find_metrics(model_dir: Path) -> dict[str, Any]:
                 out[name] = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError:
                 continue
+    return out
+
+
+def served_metrics(metrics: dict[str, Any], served: str) -> dict[str, Any]:
+    """The metrics that describe the served model. eval.json's headline is the served model's
+    (with ``accuracy_plain`` beside it when that is the test-time augmented network); an
+    eval.json scored for another variant than this directory serves is left out, with a note,
+    rather than shown as this model's numbers."""
+    scores = metrics.get("eval")
+    if not isinstance(scores, dict) or "accuracy" not in scores:
+        return metrics
+    scored = "tta" if "accuracy_plain" in scores else "plain"
+    if scored == served:
+        return metrics
+    out = {k: v for k, v in metrics.items() if k != "eval"}
+    out["note"] = (
+        f"eval.json scores the {scored} network, this directory serves the {served} one: "
+        "rerun the export stage (dvc repro)"
+    )
     return out
 
 
