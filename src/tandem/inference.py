@@ -320,9 +320,11 @@ def predict_file(
                 "one when the entry's evaluate.tta is on)"
             )
         proba, classes = model.run(X).astype(np.float64), model.classes
+        served = model.served
     else:
         proba, classes = pipe.predict_proba(X, tta=True if tta else None), pipe.classes
-    if tta and pipe.serving.tta:
+        served = pipe.serving.served
+    if tta and served == "tta":
         from tandem.console import console
 
         console.print(
