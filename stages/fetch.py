@@ -15,13 +15,19 @@ def run(params, name: str) -> None:
                 spec.data_id, target=spec.target, data_home=params.fetch.data_home
             )
         elif spec.source == "file":
-            frame, provenance = data.read_table_file(spec.path, target=spec.target)
+            frame, provenance = data.read_table_file(
+                spec.path, target=spec.target, root=data.SOURCES
+            )
         elif spec.source == "images":
             frame, provenance = data.read_image_folder(
-                spec.path, shape=spec.image_shape, channels=spec.channels, target=spec.target
-            )
+                spec.path, shape=spec.image_shape, channels=spec.channels, target=spec.target,
+                root=data.SOURCES,
+            )  # fmt: skip
         else:
             frame, provenance = data.load_sklearn_frame(spec.name, target=spec.target)
+    # rows at all, the target, infinities, numbers among text: named here, not three stages on
+    frame = data.check_intake(frame, target=spec.target, task=spec.task, drop=spec.drop,
+                              dtypes=spec.dtypes, source=f"datasets.{name}'s data")  # fmt: skip
     features = frame.shape[1] - 1 - len([c for c in spec.drop if c in frame.columns])
     if spec.modality == "image" and features != spec.n_pixels:
         raise data.DataError(

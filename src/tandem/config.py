@@ -166,6 +166,9 @@ class DataSpec(Section):
     modality: Literal["tabular", "image"] = "tabular"
     image_shape: tuple[int, int] | None = Field(None, description="image entries: (height, width)")
     channels: Literal[1, 3] = Field(1, description="image entries: 1 (grey) or 3 (RGB)")
+    dtypes: dict[str, Literal["numeric", "categorical"]] = Field(
+        {}, description="column -> numeric (unparseable cells become missing) or categorical"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DataSpec:

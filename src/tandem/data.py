@@ -106,7 +106,14 @@ def split_frame(
         raise DataError(f"split.method must be 'random' or 'ordered'; got {method!r}")
     y = frame[target]
     counts = y.value_counts()
-    strata = y if stratify and counts.min() >= 2 and y.dtype.kind not in "fc" else None
+    small = counts[counts < 2]
+    if stratify and len(small):  # one row cannot be on both sides of a stratified split
+        raise DataError(
+            f"target {target!r}: class(es) {[str(c) for c in small.index[:5]]} have a single row, "
+            "and a stratified split needs at least two of each class; drop those rows from the "
+            "source, or merge each such class into another"
+        )
+    strata = y if stratify and y.dtype.kind not in "fc" else None
     idx_train, idx_test = train_test_split(
         np.arange(len(frame)), test_size=test_size, random_state=seed, stratify=strata
     )
@@ -138,6 +145,68 @@ def validation_rows(
             splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_valid, random_state=seed)
     fit_idx, valid_idx = next(splitter.split(np.zeros((n, 1)), labels))
     return np.sort(fit_idx), np.sort(valid_idx)
+
+
+# a text column is "numeric-looking" when at least this share of its cells parse as numbers
+NUMERIC_LOOKING = 0.9
+
+
+def check_intake(
+    frame: pd.DataFrame, *, target: str, task: str, drop: list[str] | tuple[str, ...] = (),
+    dtypes: dict[str, str] | None = None, source: str = "the data",
+) -> pd.DataFrame:
+    """The checks a fetched table passes before anything is written, each naming the column and
+    the count: rows at all, a target with no missing or non-finite value, no infinite feature,
+    and no numeric-looking column with a few unparseable cells (``'oops'`` among numbers would
+    make it a category and silently drop the feature). ``dtypes`` settles such a column:
+    ``numeric`` turns its bad cells into missing values (imputed later), ``categorical`` keeps
+    it as text. Returns the frame with those columns converted."""
+    dtypes = dict(dtypes or {})
+    if len(frame) == 0:
+        raise DataError(f"{source} has no rows (a header alone?)")
+    unknown = [c for c in dtypes if c not in frame.columns]
+    if unknown:
+        raise DataError(f"data.dtypes names columns that {source} does not have: {unknown}")
+    if target in dtypes:
+        raise DataError(f"data.dtypes: {target!r} is the target (its type comes from the task)")
+    frame = frame.copy()
+    for column, kind in dtypes.items():
+        frame[column] = (pd.to_numeric(frame[column], errors="coerce") if kind == "numeric"
+                         else frame[column].astype("string").astype(object))  # fmt: skip
+    y = frame[target] if target in frame.columns else None
+    if y is not None:
+        missing = int(y.isna().sum())
+        if missing:
+            raise DataError(f"target column {target!r} has {missing} missing values of "
+                            f"{len(frame)} rows (drop those rows from {source})")  # fmt: skip
+        if pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y):
+            bad = int((~np.isfinite(y.to_numpy(dtype=np.float64))).sum())
+            if bad:
+                raise DataError(f"target column {target!r} has {bad} infinite values")
+    problems = []
+    for column in frame.columns:
+        if column == target or column in drop or column in dtypes:
+            continue
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            inf = int(np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)).sum())
+            if inf:
+                problems.append(f"column {column!r} has {inf} infinite values")
+        elif values.dtype == object or pd.api.types.is_string_dtype(values):
+            present = values.dropna()
+            parsed = pd.to_numeric(present.astype(str), errors="coerce")
+            bad = present[parsed.isna()]
+            if len(present) and 0 < len(bad) <= (1 - NUMERIC_LOOKING) * len(present):
+                first = ", ".join(repr(str(v)[:20]) for v in bad.unique()[:3])
+                problems.append(
+                    f"column {column!r} looks numeric but {len(bad)} of {len(present)} cells "
+                    f"are not numbers (first: {first}); fix them, or declare the column in "
+                    f"data.dtypes: {{{column}: numeric}} (they become missing values) or "
+                    f"{{{column}: categorical}}"
+                )
+    if problems:
+        raise DataError(f"{source}: " + "; ".join(problems))
+    return frame
 
 
 def xy(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -186,6 +255,7 @@ def tabular_xy(
 
 
 # --------------------------------------------------------------------------- more sources
+SOURCES = "data/sources"  # the local sources' folder (config.SOURCES): links must stay inside
 # (the registry's `file`, `images` and `sklearn` sources; each returns the frame and provenance)
 TABLE_SUFFIXES = (".csv", ".parquet")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -201,9 +271,25 @@ def file_sha256(paths: list[Path], root: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def read_table_file(path: str | Path, *, target: str) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A CSV or parquet file of the user's (tracked with ``dvc add``) as one frame."""
+def inside_sources(path: Path, root: str | Path) -> Path:
+    """``path``, refused when it resolves (through a symbolic link, say) outside ``root``: DVC
+    tracks what lies under data/sources/, and would not see a change made elsewhere."""
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise DataError(
+            f"{path} resolves to a place outside {Path(root).as_posix()}/ (a symbolic link?); "
+            "sources must lie inside it, where DVC tracks them: copy the data in instead"
+        )
+    return path
+
+
+def read_table_file(
+    path: str | Path, *, target: str, root: str | Path | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A CSV or parquet file of the user's (tracked with ``dvc add``) as one frame; with
+    ``root`` (the fetch stage's data/sources), it must lie under it once links are resolved."""
     path = Path(path)
+    if path.exists() and root is not None:
+        inside_sources(path, root)
     if not path.is_file():
         raise DataError(f"{path} does not exist (a CSV or parquet file is expected)")
     if path.suffix.lower() not in TABLE_SUFFIXES:
@@ -259,22 +345,27 @@ def image_pixels(image: Any, shape: tuple[int, int], channels: int = 1) -> np.nd
 
 
 def read_image_folder(
-    path: str | Path, *, shape: tuple[int, int], channels: int, target: str
+    path: str | Path, *, shape: tuple[int, int], channels: int, target: str,
+    root: str | Path | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A folder with one subfolder of PNG/JPEG files per class -> one row per image: the pixels
     (``pixel0``...) and the class (the subfolder's name) in ``target``. Rows follow the sorted
     class and file names, so the same folder always gives the same frame."""
     from PIL import Image, UnidentifiedImageError
 
-    root = Path(path)
+    sources, root = root, Path(path)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder (one subfolder of images per class)")
+    if sources is not None:  # the fetch stage: every folder and file resolves inside it
+        inside_sources(root, sources)
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"{root} holds no class subfolders (one subfolder of images per class)")
     rows, labels, files = [], [], []
     for folder in classes:
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for item in (folder, *images) if sources is not None else ():
+            inside_sources(item, sources)
         if not images:
             raise DataError(f"class folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} images")
         for file in images:
