@@ -36,9 +36,11 @@ def run(params, name: str) -> None:
             seconds.append(round(est.fit_seconds_, 3))
     X_test, y_test = data.xy(io.read_parquet(paths.test_features), spec.target)
     tta = entry.evaluate.get("tta", params.evaluate.tta) and spec.modality == "image"
-    proba = np.mean([m.predict_proba_tta(X_test) if tta else m.predict_proba(X_test)
-                     for m in models], axis=0)  # fmt: skip
+    plain = np.mean([m.predict_proba(X_test) for m in models], axis=0)
+    proba = np.mean([m.predict_proba_tta(X_test) for m in models], axis=0) if tta else plain
     classes = models[0].classes_
     scores = evaluation.classification_metrics(y_test, classes[proba.argmax(1)], proba, classes)
+    if tta:  # as eval.json: the plain networks' averaged accuracy beside the augmented one
+        scores["accuracy_plain"] = float(np.mean(classes[plain.argmax(1)] == y_test.to_numpy()))
     io.write_json(paths.metrics("ensemble"), scores)
     io.write_json(timings("ensemble", name), {"fit_seconds": seconds, "members": members})

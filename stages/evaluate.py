@@ -23,7 +23,9 @@ def learning(model, paths) -> None:
     losses, scores = evaluation.learning_rows(model.history_)
     io.write_json(paths.plot("learning"), losses)
     io.write_json(paths.plot("validation"), scores)
-    evaluation.plot_learning_curves(model.history_, paths.report("learning_curves"))
+    evaluation.plot_learning_curves(  # the saved weights' epoch, as train.json's best_epoch
+        model.history_, paths.report("learning_curves"), best_epoch=model.best_epoch_
+    )
 
 
 def run(params, name: str) -> None:

@@ -84,3 +84,43 @@ def test_partial_fit_after_load_trains_as_the_unsaved_model_would(noisy, tmp_pat
     states = [m.module_.state_dict() for m in (est, *loaded)]
     for other in states[1:]:
         assert all(torch.equal(states[0][k], other[k]) for k in states[0])
+
+
+def test_train_record_and_learning_curve_name_the_saved_epoch(project, monkeypatch):
+    """Without early stopping the model is the last epoch's (USPS's recipe, on noise):
+    train.json's best_epoch and best_valid_loss, and the learning curve's mark, are that epoch's,
+    not the epoch of the run's lowest validation loss."""
+    import json
+
+    import matplotlib.axes
+    import pandas as pd
+    from conftest import usps_like
+    from typer.testing import CliRunner
+
+    from tandem import cli, evaluation
+
+    frame = usps_like(160, at=())
+    noise = np.random.default_rng(1).permutation(frame["class"].to_numpy())  # nothing to learn
+    frame.assign(**{"class": noise}).to_parquet(
+        (project / "data/usps").mkdir(parents=True) or project / "data/usps/features_train.parquet"
+    )
+    monkeypatch.chdir(project)
+    sets = ["datasets.usps.train.max_epochs=6", "train.min_steps=0", "datasets.usps.train.ema=null",
+            "datasets.usps.train.batch_size=16", "datasets.usps.train.lr=0.01"]  # fmt: skip
+    result = CliRunner().invoke(cli.app, ["train", "--dataset", "usps",
+                                          *[w for s in sets for w in ("--set", s)]])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads((project / "metrics/usps/train.json").read_text())
+    model = TorchClassifier.load(project / "models/usps/model")
+    losses = [r["valid_loss"] for r in model.history_]
+    assert int(np.argmin(losses)) + 1 != 6  # the run's lowest validation loss is not the model's
+    assert record["best_epoch"] == model.best_epoch_ == 6
+    assert record["best_valid_loss"] == losses[-1]
+
+    marks = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline",
+                        lambda self, x, **kw: marks.append((x, kw.get("label"))))  # fmt: skip
+    evaluation.plot_learning_curves(model.history_, project / "curves.png",
+                                    best_epoch=model.best_epoch_)  # fmt: skip
+    assert marks == [(6, "saved epoch 6")]
+    assert pd.read_parquet(project / "data/usps/features_train.parquet").shape[0] == 160

@@ -446,13 +446,16 @@ def _series(history: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
     return np.asarray(out, dtype=float)
 
 
-def plot_learning_curves(history: Sequence[Mapping[str, Any]], path: PathLike) -> Path:
+def plot_learning_curves(
+    history: Sequence[Mapping[str, Any]], path: PathLike, *, best_epoch: int | None = None
+) -> Path:
     """Losses and validation score per epoch (from an estimator's ``history_``), saved as PNG.
 
-    Left: ``train_loss`` and ``valid_loss`` with the best validation epoch marked; the learning rate
-    on a secondary axis, since schedules explain bends in the loss. Right: every ``valid_*`` score
-    other than the loss (``valid_accuracy``, ``valid_r2``, ...), or a note when training ran without
-    a validation slice.
+    Left: ``train_loss`` and ``valid_loss`` with ``best_epoch`` marked (the epoch whose weights
+    the model holds: the estimator's ``best_epoch_``; without it, the lowest validation loss's);
+    the learning rate on a secondary axis, since schedules explain bends in the loss. Right:
+    every ``valid_*`` score other than the loss (``valid_accuracy``, ``valid_r2``, ...), or a
+    note when training ran without a validation slice.
     """
     if not history:
         raise ValueError("history is empty: there are no epochs to plot")
@@ -469,9 +472,10 @@ def plot_learning_curves(history: Sequence[Mapping[str, Any]], path: PathLike) -
     if "valid_loss" in keys:
         valid_loss = _series(history, "valid_loss")
         ax_loss.plot(epochs, valid_loss, marker=".", label="valid_loss")
-        if np.isfinite(valid_loss).any():
-            best = epochs[int(np.nanargmin(valid_loss))]
-            ax_loss.axvline(best, color="grey", linestyle=":", label=f"best epoch {best:g}")
+        if best_epoch is None and np.isfinite(valid_loss).any():
+            best_epoch = int(epochs[int(np.nanargmin(valid_loss))])
+    if best_epoch is not None:
+        ax_loss.axvline(best_epoch, color="grey", linestyle=":", label=f"saved epoch {best_epoch}")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("loss")
