@@ -700,7 +700,12 @@ def predict(
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help="torch or onnx")] = "torch",
     tta: Annotated[
-        bool, typer.Option("--tta", help="image classifiers: average the 1-pixel shifts (torch)")
+        bool,
+        typer.Option(
+            "--tta",
+            help="image classifiers: average the 1-pixel shifts; an export of an entry with "
+            "evaluate.tta already serves them (both backends), so the flag changes nothing there",
+        ),
     ] = False,
 ) -> None:
     """Predict labels and class probabilities for new data with the trained pipeline."""
