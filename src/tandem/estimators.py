@@ -588,6 +588,7 @@ class _TorchEstimator(BaseEstimator):
             est._restore_extra(config)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{config_file} has a missing or bad entry ({exc!r})") from exc
+        est._check_weights_fit(config_file, weights_file)  # before any real allocation
         try:
             state = load_file(str(weights_file), device=str(est.device_))
         except (SafetensorError, OSError, ValueError) as exc:
@@ -605,6 +606,36 @@ class _TorchEstimator(BaseEstimator):
         seed = config.get("seed", params.get("random_state"))  # a config without one: 0
         est._seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
         return est
+
+    def _check_weights_fit(self, config_file: Path, weights_file: Path) -> None:
+        """Refuse a model whose config describes another network than its weights hold, before
+        anything is allocated: the module is built on torch's meta device (shapes, no memory),
+        and its tensors' names and shapes are compared with the weights file's header. So an
+        edited ``config.json`` (``module__hidden_sizes: [40000, 40000]``) costs nothing."""
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(weights_file), framework="pt") as f:
+                stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{weights_file} is not a valid safetensors file: {exc}") from exc
+        try:
+            with torch.device("meta"):
+                shapes = self._build_module(self.n_features_in_, self.n_outputs_).state_dict()
+        except Exception as exc:  # noqa: BLE001 - any bad argument (negative sizes, wrong types)
+            raise ValueError(
+                f"{config_file}: its params do not build a network ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); refusing to load"
+            ) from None
+        built = {k: tuple(v.shape) for k, v in shapes.items()}
+        if built != stored:
+            diff = sorted(k for k in built.keys() | stored.keys() if built.get(k) != stored.get(k))
+            first = diff[0]
+            raise ValueError(
+                f"{config_file} describes another network than {weights_file.name} holds "
+                f"({len(diff)} tensors differ; {first}: config {built.get(first)}, weights "
+                f"{stored.get(first)}); refusing to load"
+            )
 
     def _extra_config(self) -> dict:
         return {}
@@ -902,7 +933,13 @@ class TorchRegressor(RegressorMixin, _TorchEstimator):
             )
         if config["target_scaler"] is None:
             return None
-        scaler_file = Path(path) / config["target_scaler"]
+        name = config["target_scaler"]
+        if name != TARGET_SCALER_FILE:  # a file of the model's own folder, never a path out
+            raise ValueError(
+                f"{config_file}: target_scaler must be {TARGET_SCALER_FILE!r} (a file inside the "
+                f"model folder); got {str(name)[:100]!r}"
+            )
+        scaler_file = Path(path) / name
         if not scaler_file.is_file():
             raise FileNotFoundError(
                 f"{scaler_file} is missing: the model predicts a scaled target and cannot be "
