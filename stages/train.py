@@ -65,7 +65,10 @@ def run(params, name: str) -> None:
     p, spec = config.resolve(params.train, entry, "train"), entry.data
     X, y = data.xy(io.read_parquet(paths.train_features), spec.target)
     main = training.is_main_process()  # under torchrun, the other ranks train and write nothing
-    # DVCLive logs into a folder that replaces live_dir only when training succeeds
+    # The outputs land together: DVCLive logs into a folder that replaces live_dir only after
+    # the model and the train record are written, so a run that fails while training or
+    # writing (a full disk included) leaves the last run's model, record and logs; what is left
+    # is three renames in a row (model, record, logs), each atomic.
     with io.atomic_dir(paths.live_dir) if main else contextlib.nullcontext() as live_dir:
         logger = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False) if main else None
         with logger or contextlib.nullcontext():
@@ -76,9 +79,13 @@ def run(params, name: str) -> None:
                 torch_est.set_params(callbacks=[DVCLiveCallback(logger), progress])
             # an interrupted run of the same params and data goes on from its last epoch
             est.fit(X, y)
-    if not main:
-        return
-    if isinstance(est, TransformedTargetRegressor):  # the scaler lands with the model, atomically
+        if main:
+            save(est, name, paths)
+
+
+def save(est, name: str, paths) -> None:
+    """The model (with a regressor's target scaler, atomically), the train record, the timing."""
+    if isinstance(est, TransformedTargetRegressor):
         torch_est = est.regressor_.set_params(callbacks=None, checkpoint=None)
         torch_est.save(paths.model, target_scaler=est.transformer_)
     else:

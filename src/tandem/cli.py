@@ -8,6 +8,7 @@ handing it just the params keys the stage declares.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import os
 import sys
@@ -17,6 +18,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from tandem import io
 from tandem.config import ParamsError, load_params, shadowed
 
 STAGES = {
@@ -245,17 +247,27 @@ def run_stage(
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
     os.chdir(root)  # stage paths are relative to the project root, as in dvc.yaml
     where = f"stage {name}" + (f" (data set {dataset})" if dataset else "")
+    # one writer per entry: every stage that writes an entry's outputs holds its lock (the
+    # search stages and summary, their own); torchrun's ranks run under their launcher's
+    under_torchrun = bool(os.environ.get("WORLD_SIZE"))
+    what = f"tandem {name}" + (f" --dataset {dataset}" if dataset else "")
+    key = dataset if name in PER_DATASET else name
     try:
-        stage = load_stage(name, root)
-        view = restrict(params, stage_params(stage, dataset))
-        nproc = stage.processes(view, dataset) if hasattr(stage, "processes") else 1
-        if nproc > 1 and not os.environ.get("WORLD_SIZE"):  # not yet under torchrun: start it
-            from tandem import training
+        with contextlib.nullcontext() if under_torchrun else io.writer_lock(root, key, what):
+            stage = load_stage(name, root)
+            view = restrict(params, stage_params(stage, dataset))
+            nproc = stage.processes(view, dataset) if hasattr(stage, "processes") else 1
+            if nproc > 1 and not under_torchrun:  # start torchrun, which runs the stage
+                from tandem import training
 
-            argv = [name, "--params", str(params_path), *[f"--set={o}" for o in overrides]]
-            training.launch(nproc, ["tandem.cli", *argv, *(["--dataset", dataset] * bool(dataset))])
-        else:
-            stage.run(view, dataset)
+                argv = [name, "--params", str(params_path), *[f"--set={o}" for o in overrides]]
+                dataset_args = ["--dataset", dataset] * bool(dataset)
+                training.launch(nproc, ["tandem.cli", *argv, *dataset_args])
+            else:
+                stage.run(view, dataset)
+    except io.LockedError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except Exception as exc:  # noqa: BLE001 - reported in a line or two; TANDEM_DEBUG re-raises
         fail(exc, where, stage_oom_hint(name, dataset))
 

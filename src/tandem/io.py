@@ -205,6 +205,47 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class LockedError(RuntimeError):
+    """Another live process holds the lock: nothing was run, nothing written."""
+
+
+LOCKS = ".tandem/locks"  # under the project root (git-ignored)
+
+
+@contextlib.contextmanager
+def writer_lock(root: str | os.PathLike[str], key: str, what: str) -> Iterator[None]:
+    """Hold the lock ``key`` (one per registry entry) for as long as the block runs, so that a
+    second writer of the same outputs fails at once, naming the holder, instead of both writing
+    into the same folders. An OS lock (``flock``): released when its process dies, however it
+    dies, so a killed run never leaves the entry locked. Where the platform has no ``flock``
+    (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    import datetime
+
+    path = Path(root) / LOCKS / f"{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise LockedError(
+                f"{key}: another tandem process is writing its outputs ({holder}); wait for it "
+                f"to finish or stop it, then run again ({path} is its lock)"
+            ) from None
+        since = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, {what}, since {since}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def to_jsonable(obj: Any) -> Any:
     """numpy scalars/arrays -> Python; non-finite floats -> None (strict JSON has no NaN)."""
     import numpy as np
