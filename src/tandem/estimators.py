@@ -12,6 +12,7 @@ import copy
 import inspect
 import json
 import numbers
+import pickle
 import time
 import warnings
 from pathlib import Path
@@ -730,9 +731,15 @@ class _Checkpoint:
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a corrupt or foreign file: say so, then train afresh
-            warnings.warn(f"checkpoint {self.path} cannot be read ({exc}); starting afresh",
+        except pickle.UnpicklingError:  # a pickle that wants code: never unpickled here
+            warnings.warn(f"checkpoint {self.path} holds objects other than tensors (a pickle "
+                          "not written by tandem), which are never loaded; starting afresh",
                           stacklevel=4)  # fmt: skip
+            return None
+        except Exception as exc:  # a corrupt or foreign file: say so, then train afresh
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            warnings.warn(f"checkpoint {self.path} cannot be read ({type(exc).__name__}: "
+                          f"{first}); starting afresh", stacklevel=4)  # fmt: skip
             return None
         if state.get("fingerprint") != self.fingerprint or state.get("complete"):
             reason = "is complete" if state.get("complete") else "comes from other params or data"
