@@ -18,6 +18,7 @@ METRICS = "search/cv.json"
 
 
 def run(params, name: str) -> None:
+    machine = search.parallel_settings()  # environment variables: they change no score
     p, entry = params.cv, params.datasets[name]
     spec = entry.data
     search.check_scoring(p.scoring, where="cv.scoring")
@@ -29,14 +30,14 @@ def run(params, name: str) -> None:
         estimator.set_params(max_epochs=p.max_epochs)
     prep = build_preprocessor(config.resolve(params.preprocess, entry, "preprocess"), spec, X)
     pipeline = search.make_pipeline(prep, estimator)
-    backend = p.parallel
     with (
         console.status(f"cross-validating {name}: {p.folds} folds on {len(y)} rows"),
-        search.parallel(backend.backend, scheduler=backend.scheduler, n_workers=backend.n_workers),
-    ):
+        search.parallel(machine["backend"], scheduler=machine["scheduler"],
+                        n_workers=machine["n_workers"]),
+    ):  # fmt: skip
         scores = search.cross_validate_scores(
             pipeline, X, y, cv=search.folds(p.folds, p.seed), scoring=p.scoring,
-            n_jobs=backend.n_jobs,
+            n_jobs=machine["n_jobs"],
         )  # fmt: skip
     # wall-clock times differ on every run: kept out of the DVC metric (see stages/layout.py), with
     # the counts, a record of the run rather than a score

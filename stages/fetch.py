@@ -4,16 +4,15 @@ one parquet file + provenance JSON (source, content hashes, counts)."""
 from stages.layout import layout
 from tandem import console, data, io
 
-PARAMS = ("fetch.data_home", "datasets.{name}.data")
+# the OpenML cache folder is a machine setting: scikit-learn's SCIKIT_LEARN_DATA, not a param
+PARAMS = ("datasets.{name}.data",)
 
 
 def run(params, name: str) -> None:
     spec, paths = params.datasets[name].data, layout(name)
     with console.status(f"reading {name} ({spec.source})"):
         if spec.source == "openml":
-            frame, provenance = data.fetch_openml_frame(
-                spec.data_id, target=spec.target, data_home=params.fetch.data_home
-            )
+            frame, provenance = data.fetch_openml_frame(spec.data_id, target=spec.target)
         elif spec.source == "file":
             frame, provenance = data.read_table_file(
                 spec.path, target=spec.target, root=data.SOURCES

@@ -37,6 +37,7 @@ def build_estimator(p) -> TorchClassifier:
 
 
 def run(params, name: str) -> None:
+    machine = search.parallel_settings()  # environment variables: they change no score
     p, entry = params.tune, params.datasets[name]
     spec = entry.data
     estimator = build_estimator(p)
@@ -58,16 +59,16 @@ def run(params, name: str) -> None:
     )  # fmt: skip
     searcher = search.build_search(
         pipeline, space, method=p.method, cv=search.folds(p.folds, p.seed), scoring=p.scoring,
-        refit_metric=p.refit, refit=False, n_jobs=p.parallel.n_jobs, n_iter=p.n_iter,
+        refit_metric=p.refit, refit=False, n_jobs=machine["n_jobs"], n_iter=p.n_iter,
         seed=p.seed, resource=p.halving.resource, factor=p.halving.factor,
         min_resources=p.halving.min_resources, max_resources=p.halving.max_resources,
     )  # fmt: skip
-    backend = p.parallel
     start = time.perf_counter()
     with (
         console.status(f"searching ({p.method}) on {len(y)} rows"),
-        search.parallel(backend.backend, scheduler=backend.scheduler, n_workers=backend.n_workers),
-    ):
+        search.parallel(machine["backend"], scheduler=machine["scheduler"],
+                        n_workers=machine["n_workers"]),
+    ):  # fmt: skip
         failed = search.fit_search(searcher, X, y, refit_metric=p.refit)  # all failed: an error
         best_pipeline = search.refit_best(searcher, X, y, p.refit) if p.save_model else None
     seconds = time.perf_counter() - start

@@ -172,7 +172,7 @@ def test_restricted_view_hides_undeclared_keys():
         _ = view.train
     with pytest.raises(KeyError):
         _ = view.datasets["adult"]
-    view = restrict(params, ("fetch.data_home",))
+    view = restrict(params, ("split.seed",))
     with pytest.raises(AttributeError):
         _ = view.datasets
 

@@ -4,6 +4,7 @@ the dask backend gives the same results as the default one; the tune/cv stages a
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -289,9 +290,9 @@ def test_threading_backend_is_refused_with_the_reason(project):
         with search.parallel("threading"):
             pass
     for stage in ("cv", "tune"):
-        proc = tandem([stage, "--set", f"{stage}.parallel.backend=threading"], project)
-        assert proc.returncode == 2
-        assert f"{stage}.parallel.backend: backend 'threading' is refused" in proc.stderr
+        proc = tandem([stage], project, TANDEM_BACKEND="threading")
+        assert proc.returncode == 1
+        assert "TANDEM_BACKEND: backend 'threading' is refused" in " ".join(proc.stderr.split())
     assert not (project / "search").exists() and not (project / "metrics").exists()
 
 
@@ -312,11 +313,11 @@ def test_full_grid_params_file():
                                             ["tune"]["space"])  # fmt: skip
 
 
-def tandem(args, cwd):
+def tandem(args, cwd, **env):
     return subprocess.run(
         ["tandem", *args],
         cwd=cwd,
-        env=tool_env(OMP_NUM_THREADS="1"),
+        env=tool_env(OMP_NUM_THREADS="1", **env),
         capture_output=True,
         text=True,
         timeout=300,
@@ -335,9 +336,14 @@ def test_tune_stage_refuses_a_bad_space_before_reading_data(project):
 
 def test_cv_and_tune_stages_alone(project):
     usps_like(150, classes=3, at=(project / "data/usps/train.parquet",))
-    proc = tandem(["cv", "--set", "train.module=mlp", "--set", "cv.max_epochs=2",
-                   "--set", "cv.folds=3", "--set", "cv.max_rows=120"], project)  # fmt: skip
+    cv_args = ["cv", "--set", "train.module=mlp", "--set", "cv.max_epochs=2",
+               "--set", "cv.folds=3", "--set", "cv.max_rows=120"]  # fmt: skip
+    proc = tandem(cv_args, project, TANDEM_N_JOBS="2")
     assert proc.returncode == 0, proc.stderr
+    two_jobs = (project / "search" / "cv.json").read_bytes()
+    proc = tandem(cv_args, project, TANDEM_N_JOBS="1")  # a machine setting: the same scores
+    assert proc.returncode == 0, proc.stderr
+    assert (project / "search" / "cv.json").read_bytes() == two_jobs
     cv = json.loads((project / "search" / "cv.json").read_text())
     assert set(cv) == {"accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss"}  # scores only
     assert set(cv["accuracy"]) == {"mean", "std"}
@@ -348,6 +354,7 @@ def test_cv_and_tune_stages_alone(project):
                    "--set", "tune.max_rows=120"], project)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     scores = json.loads((project / "search" / "tune" / "best.json").read_text())
+    assert scores.pop("failed_candidates") == 0
     assert set(scores) == {"accuracy", "f1_macro"} and set(scores["accuracy"]) == {"mean", "std"}
     best = json.loads((project / "models" / "tune" / "search.json").read_text())
     assert best["n_candidates"] == 4 and best["n_fits"] == 12
@@ -362,3 +369,17 @@ def test_cv_and_tune_stages_alone(project):
     model = TorchClassifier.load(project / "models" / "tune" / "model")
     assert model.get_params()["module__activation"] == best["best_params"]["module__activation"]
     assert (project / "models" / "tune" / "preprocessor.skops").is_file()
+
+
+def test_parallel_settings_come_from_the_environment():
+    assert search.parallel_settings({}) == {"backend": "loky", "n_jobs": 1, "n_workers": 2,
+                                            "scheduler": None}  # fmt: skip
+    env = {"TANDEM_BACKEND": "dask", "TANDEM_N_JOBS": "-1", "TANDEM_DASK_WORKERS": "4",
+           "TANDEM_DASK_SCHEDULER": "tcp://h:8786"}  # fmt: skip
+    assert search.parallel_settings(env) == {"backend": "dask", "n_jobs": -1, "n_workers": 4,
+                                             "scheduler": "tcp://h:8786"}  # fmt: skip
+    for bad, named in ((("TANDEM_N_JOBS", "two"), "TANDEM_N_JOBS='two' is not an integer"),
+                       (("TANDEM_N_JOBS", "0"), "TANDEM_N_JOBS=0"),
+                       (("TANDEM_BACKEND", "dusk"), "TANDEM_BACKEND='dusk'")):  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(named)):
+            search.parallel_settings(dict([bad]))

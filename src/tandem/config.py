@@ -29,13 +29,6 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FetchParams(Section):
-    data_home: str | None = Field(
-        description="OpenML cache directory; null means scikit-learn's default "
-        "(which honours SCIKIT_LEARN_DATA)"
-    )
-
-
 class SplitParams(Section):
     method: Literal["random", "ordered"]
     test_size: float = Field(gt=0, lt=1)
@@ -235,34 +228,6 @@ def resolve(shared: Section, entry: DatasetEntry, section: str) -> Any:
     return OVERRIDABLE[section].model_validate(_merged(shared.model_dump(), overrides))
 
 
-# joblib's threading backend runs fits side by side in one process, where they draw their initial
-# weights, shuffles and dropout masks from torch's one global generator in whatever order the
-# threads interleave: the same search would give other scores each run. Processes each have theirs.
-THREADING_REFUSED = (
-    "backend 'threading' is refused: threads share torch's global random number generator, so "
-    "parallel fits would not be reproducible; use 'loky' (local processes) or 'dask'"
-)
-
-
-class ParallelParams(Section):
-    """How the fits of cv/tune run: joblib's n_jobs on local processes, or a dask cluster."""
-
-    backend: Literal["loky", "dask"]
-
-    @field_validator("backend", mode="before")
-    @classmethod
-    def _no_threads(cls, value: Any) -> Any:
-        if value == "threading":
-            raise ValueError(THREADING_REFUSED)
-        return value
-
-    n_jobs: int = Field(description="parallel fits; -1: all cores (dask: all worker threads)")
-    scheduler: str | None = Field(
-        description="dask scheduler address; null: $TANDEM_DASK_SCHEDULER, else a LocalCluster"
-    )
-    n_workers: int = Field(ge=1, description="LocalCluster worker processes (backend dask)")
-
-
 class CVParams(Section):
     dataset: str = Field(description="the entry of datasets to cross-validate")
     folds: int = Field(ge=2, description="StratifiedKFold splits")
@@ -270,7 +235,6 @@ class CVParams(Section):
     max_rows: int | None = Field(ge=2, description="stratified subset of train; null: all rows")
     max_epochs: int | None = Field(ge=1, description="overrides train.max_epochs; null: keep")
     seed: int
-    parallel: ParallelParams
 
 
 class HalvingParams(Section):
@@ -299,7 +263,6 @@ class TuneParams(Section):
     max_rows: int | None = Field(ge=2, description="stratified subset of train; null: all rows")
     seed: int
     save_model: bool = Field(description="refit the best candidate and save it in models/tune")
-    parallel: ParallelParams
 
 
 class EnsembleParams(Section):
@@ -312,7 +275,6 @@ class EnsembleParams(Section):
 
 class Params(Section):
     datasets: dict[str, DatasetEntry] = Field(min_length=1)
-    fetch: FetchParams
     split: SplitParams
     preprocess: PreprocessParams
     train: TrainParams

@@ -52,8 +52,8 @@ def fetch_openml_frame(
     except (URLError, TimeoutError, ConnectionError) as exc:
         raise DataError(
             f"OpenML data id {data_id} is not in the cache at {home} and OpenML could not be "
-            f"reached ({exc}). Point at an OpenML cache with SCIKIT_LEARN_DATA=<dir> or "
-            f"fetch.data_home in params.yaml (see docs/install.md: running offline)."
+            f"reached ({exc}). Point at an OpenML cache with SCIKIT_LEARN_DATA=<dir> "
+            f"(see docs/install.md: running offline)."
         ) from exc
     frame = bunch.frame
     if target not in frame.columns:

@@ -42,7 +42,6 @@ from sklearn.model_selection import (
 from sklearn.pipeline import Pipeline
 
 from tandem import models, training
-from tandem.config import THREADING_REFUSED
 from tandem.estimators import AUGMENTS, CRITERIA, OPTIMIZERS, ROUTED_PREFIXES, _TorchEstimator
 from tandem.evaluation import save_figure
 from tandem.models import nearest_hint
@@ -370,6 +369,44 @@ def build_search(
 
 
 # --------------------------------------------------------------------------- parallelism
+# joblib's threading backend runs fits side by side in one process, where they draw their initial
+# weights, shuffles and dropout masks from torch's one global generator in whatever order the
+# threads interleave: the same search would give other scores each run. Processes each have theirs.
+THREADING_REFUSED = (
+    "backend 'threading' is refused: threads share torch's global random number generator, so "
+    "parallel fits would not be reproducible; use 'loky' (local processes) or 'dask'"
+)
+# How the cv and tune stages run their fits is a machine setting, not a param: the scores are the
+# same however they run (every fit seeds itself), so these change no result and rerun nothing.
+PARALLEL_ENV = {
+    "backend": "TANDEM_BACKEND",  # loky (local processes, the default) | dask
+    "n_jobs": "TANDEM_N_JOBS",  # fits at a time; -1: all cores (dask: all worker threads)
+    "n_workers": "TANDEM_DASK_WORKERS",  # LocalCluster processes (dask, no scheduler)
+}
+
+
+def parallel_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``backend``, ``n_jobs``, ``scheduler`` and ``n_workers`` of the searches' fits, from the
+    environment (``PARALLEL_ENV`` and ``TANDEM_DASK_SCHEDULER``); a bad value names its
+    variable."""
+    env = os.environ if env is None else env
+    backend = env.get(PARALLEL_ENV["backend"], "loky")
+    if backend == "threading":
+        raise ValueError(f"{PARALLEL_ENV['backend']}: {THREADING_REFUSED}")
+    if backend not in BACKENDS:
+        raise ValueError(f"{PARALLEL_ENV['backend']}={backend!r}: choose one of {list(BACKENDS)}")
+    numbers = {}
+    for key, default, low in (("n_jobs", 1, -1), ("n_workers", 2, 1)):
+        text = env.get(PARALLEL_ENV[key], str(default))
+        try:
+            numbers[key] = int(text)
+        except ValueError:
+            raise ValueError(f"{PARALLEL_ENV[key]}={text!r} is not an integer") from None
+        if numbers[key] < low or numbers[key] == 0:
+            raise ValueError(f"{PARALLEL_ENV[key]}={text}: use a positive number (n_jobs: or -1)")
+    return {"backend": backend, "scheduler": env.get(SCHEDULER_ENV) or None, **numbers}
+
+
 @contextlib.contextmanager
 def parallel(
     backend: str = "loky", *, scheduler: str | None = None, n_workers: int = 2
