@@ -75,6 +75,8 @@ def test_override_types_and_values():
         ("datasets.usps.preprocess.scaler=standard", "datasets.usps.train.augment: augmentation "
          "and test-time augmentation move pixels, but preprocess.scaler 'standard'"),
         ("cv.dataset=nope", "cv.dataset"),
+        ("split.n_train=7291", "n_train=7291 does nothing with method random"),
+        ("datasets.usps.split={n_train: 7291}", "datasets.usps.split: n_train=7291 does nothing"),
         ("tune.dataset=cpu", "tune.dataset: 'cpu' is not a classification entry"),
     ],
 )

@@ -37,6 +37,15 @@ class SplitParams(Section):
         gt=0, description="method=ordered: the first n_train rows train; null: 1 - test_size"
     )
 
+    @model_validator(mode="after")
+    def _no_inert_keys(self) -> SplitParams:
+        if self.method == "random" and self.n_train is not None:  # it would change nothing
+            raise ValueError(
+                f"n_train={self.n_train} does nothing with method random (test_size sets the "
+                "sizes); it is the training rows of method ordered: set both, or neither"
+            )
+        return self
+
 
 class PreprocessParams(Section):
     scaler: Literal["standard", "minmax", "robust", "none"]
@@ -298,10 +307,11 @@ class Params(Section):
                     resolved[section] = resolve(getattr(self, section), entry, section)
                 except ValidationError as exc:
                     problems += [
-                        f"datasets.{name}.{section}.{'.'.join(map(str, e['loc']))}: "
-                        + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+                        ".".join([f"datasets.{name}.{section}", *map(str, e["loc"])]) + ": "
+                        + ("unknown key" if e["type"] == "extra_forbidden"
+                           else e["msg"].removeprefix("Value error, "))
                         for e in exc.errors()
-                    ]
+                    ]  # fmt: skip
             if "train" in resolved and "preprocess" in resolved:
                 problems += _modality_problems(name, entry.data, resolved)
         for section in ("cv", "tune"):
