@@ -186,3 +186,76 @@ def test_tta_is_refused_where_it_cannot_run(usps_dir, tabular_dir, tmp_path, whi
     result = predict(tmp_path / "rows.csv", "--model-dir", model_dir, "-o", out, "--tta", *args)
     assert result.exit_code == 1 and message in result.output, result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+@pytest.mark.parametrize("value", ["1e40", "-3.5e38", "1" + "0" * 400, "inf"])
+def test_values_beyond_float32_are_refused_naming_column_and_row(usps_dir, tmp_path, backend,
+                                                                 value):  # fmt: skip
+    """float32 is what the network and model.onnx compute in: a larger value would become
+    infinity there and the probabilities NaN, a silent wrong answer. Both backends refuse it."""
+    test = pd.read_parquet(usps_test(usps_dir)).head(6).drop(columns="class")
+    text = test.to_csv(index=False).splitlines()
+    cells = text[4].split(",")  # data row 3
+    cells[5] = value  # column int5
+    text[4] = ",".join(cells)
+    (tmp_path / "rows.csv").write_text("\n".join(text) + "\n")
+    out = tmp_path / "pred.csv"
+    result = predict(tmp_path / "rows.csv", "--model-dir", usps_dir, "-o", out,
+                     "--backend", backend)  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "column 'int5', row 3" in result.output, result.output
+    assert "float32" in result.output or "infinite" in result.output, result.output
+    assert "unexpected" not in result.output and not out.exists()
+
+
+def test_a_folder_of_jpg_jpeg_and_png_digits_is_read_as_training_reads_it(usps_dir, tmp_path):
+    images, labels = digit_images(6, seed=3)
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    names = ["a.png", "b.jpg", "c.JPEG", "d.jpeg", "e.png", "f.jpg"]
+    for img, name in zip(images, names, strict=True):
+        Image.fromarray(np.kron(img, np.ones((4, 4), np.uint8)), mode="L").save(
+            folder / name, quality=95
+        )
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "pred.json"
+    result = predict(folder, "--model-dir", usps_dir, "-o", out)
+    assert result.exit_code == 0, result.output
+    records = json.loads(out.read_text())
+    assert [r["file"].rsplit("/", 1)[-1] for r in records] == names
+    pngs = [r["prediction"] for r in records if r["file"].endswith(".png")]
+    expected = list(evaluate_labels(usps_dir, usps_frame(images, labels)))
+    assert pngs == [expected[0], expected[4]]
+
+
+def test_an_image_over_pils_limit_is_named_not_unexpected(usps_dir, tmp_path):
+    from _hostile import png_header
+
+    (tmp_path / "huge.png").write_bytes(png_header(20000, 20000))
+    result = predict(tmp_path / "huge.png", "--model-dir", usps_dir)
+    assert result.exit_code == 1
+    assert "huge.png is too large to decode" in result.output, result.output
+    assert "unexpected" not in result.output
+
+
+@pytest.mark.parametrize(
+    "broken, backend, message",
+    [
+        ("model.onnx", "onnx", "model.onnx is not an ONNX model onnxruntime can load"),
+        ("model/config.json", "torch", "config.json holds a JSON list, not a tandem model config"),
+    ],
+)
+def test_a_broken_model_directory_is_an_error_that_names_the_file(usps_dir, tmp_path, broken,
+                                                                   backend, message):  # fmt: skip
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(usps_dir, model_dir)
+    (model_dir / broken).write_text("[1, 2]")
+    test = pd.read_parquet(usps_test(usps_dir)).head(3)
+    test.to_csv(tmp_path / "rows.csv", index=False)
+    result = predict(tmp_path / "rows.csv", "--model-dir", model_dir, "--backend", backend)
+    assert result.exit_code == 1
+    assert message in result.output, result.output
+    assert "unexpected" not in result.output

@@ -14,9 +14,12 @@ with. An image classifier with ``evaluate.tta`` serves its test-time augmented n
 them. A directory without it serves the plain network under the labels it was trained on.
 
 The same checks guard every route in (``tandem predict``, ``tandem serve``, the export parity
-check): missing columns are named, numbers must be numbers, and images are turned into rows
-exactly the way an image data set's training images were (resized to the model's image shape,
-light ink on a dark background when grey, each image stretched to [-1, 1]).
+check): missing columns are named, numbers must be numbers the model can compute with (finite
+and inside float32's range, the precision of the network and of ``model.onnx``; a value outside
+it is refused with its column and row rather than answered with NaN), and images are turned
+into rows exactly the way an image data set's training images were (resized to the model's
+image shape, light ink on a dark background when grey, each image stretched to [-1, 1]).
+Messages quote at most a short excerpt of an offending value (``excerpt``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +45,12 @@ ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 SERVING_FILE = "serving.json"
 SERVING_FORMAT = "tandem-serving/1"
-IMAGE_SUFFIXES = (".png",)
+IMAGE_SUFFIXES = data.IMAGE_SUFFIXES  # what an ``images`` source trains on
 TABLE_SUFFIXES = (".csv", ".parquet")
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".json")
 METADATA_KEY = "tandem"  # the ONNX file's metadata entry (JSON) written by tandem.export
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # about 3.4e38: larger values become infinity
+EXCERPT_CHARS = 100  # the most of an offending value an error message quotes
 
 
 class InputError(ValueError):
@@ -184,11 +190,11 @@ class Pipeline:
         X = self.preprocessor.transform(prepare_frame(frame, self))
         if self.task == "classification":
             proba = self.estimator.predict_proba_tta(X) if tta else self.estimator.predict_proba(X)
-            return np.asarray(proba, dtype=np.float64)[:, self.order]
+            return check_output(np.asarray(proba, dtype=np.float64)[:, self.order])
         pred = self.estimator.predict(X)
         if self.target_scaler is not None:
             pred = self.target_scaler.inverse_transform(np.reshape(pred, (-1, 1))).ravel()
-        return pred
+        return check_output(np.asarray(pred, dtype=np.float64))
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         return result_frame(self, self.predict_proba(frame))
@@ -220,7 +226,16 @@ def load(model_dir: str | Path) -> Pipeline:
             f"{model_dir} is not a model directory: it needs {PREPROCESSOR} and {MODEL}/ "
             "(models/<name>/ for an entry of params.yaml's datasets)"
         )
-    config = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
+    config_file = model_path / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{config_file} is not valid JSON ({exc}); refusing to load") from None
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{config_file} holds a JSON {type(config).__name__}, not a tandem model config "
+            "(an object); refusing to load"
+        )
     cls = TorchRegressor if config.get("estimator") == "TorchRegressor" else TorchClassifier
     estimator = cls.load(model_path, device="cpu")
     preprocessor = features.load_transformer(model_dir / PREPROCESSOR)
@@ -245,8 +260,15 @@ def check_serving(pipe: Pipeline) -> None:
     _ = pipe.classes
 
 
+ONNX_META_KEYS = ("task", "classes", "feature_names", "numeric", "categorical", "layout")
+
+
 class OnnxModel:
-    """An exported model run by onnxruntime, fed from a frame of raw columns."""
+    """An exported model run by onnxruntime, fed from a frame of raw columns.
+
+    A file that onnxruntime cannot load, or that lacks tandem's metadata (the served classes,
+    the raw columns and how they feed the graph), is refused at load with a ValueError naming
+    it, never later, per request."""
 
     def __init__(self, path: str | Path, *, threads: int | None = None):
         import onnx
@@ -259,20 +281,55 @@ class OnnxModel:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(self.path), options, providers=["CPUExecutionProvider"]
-        )
-        proto = onnx.load(str(self.path), load_external_data=False)
-        props = {p.key: p.value for p in proto.metadata_props}
-        if METADATA_KEY not in props:
-            raise ValueError(f"{self.path} was not written by tandem export (no metadata)")
-        self.meta = json.loads(props[METADATA_KEY])
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"]
+            )
+            proto = onnx.load(str(self.path), load_external_data=False)
+        except (MemoryError, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors (InvalidProtobuf, Fail, ...) are bare Exceptions
+            raise ValueError(
+                f"{self.path} is not an ONNX model onnxruntime can load "
+                f"({excerpt(str(exc).strip().splitlines()[0] if str(exc).strip() else exc)}); "
+                "rerun the export stage"
+            ) from None
+        self.meta = self._metadata({p.key: p.value for p in proto.metadata_props})
         self.task = self.meta["task"]
         self.classes = self.meta["classes"]  # the served names, in the probabilities' order
         self.served = self.meta.get("served", "plain")
         self.feature_names = self.meta["feature_names"]
         self.numeric = self.meta["numeric"]
         self.categorical = self.meta["categorical"]
+        wanted = ["features"] if self.meta["layout"] == "matrix" else self.meta["input_names"]
+        given = {i.name for i in self.session.get_inputs()}
+        if not set(wanted) <= given:
+            raise ValueError(
+                f"{self.path}: its graph takes {sorted(given)}, its metadata names {wanted}; "
+                "rerun the export stage"
+            )
+
+    def _metadata(self, props: dict[str, str]) -> dict[str, Any]:
+        """tandem's metadata entry of the file, checked for what serving reads."""
+        if METADATA_KEY not in props:
+            raise ValueError(f"{self.path} was not written by tandem export (no metadata)")
+        try:
+            meta = json.loads(props[METADATA_KEY])
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{self.path}: its {METADATA_KEY!r} metadata is not JSON ({exc})") \
+                from None  # fmt: skip
+        if not isinstance(meta, dict):
+            meta = {}
+        keys = (
+            ONNX_META_KEYS if meta.get("layout") == "matrix" else (*ONNX_META_KEYS, "input_names")
+        )
+        missing = [k for k in keys if k not in meta]
+        if missing:
+            raise ValueError(
+                f"{self.path}: its {METADATA_KEY!r} metadata lacks {missing}; rerun the export "
+                "stage"
+            )
+        return meta
 
     def feeds(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         """Onnxruntime inputs from a frame already checked by ``prepare_frame``."""
@@ -288,9 +345,10 @@ class OnnxModel:
         return out
 
     def run(self, X: pd.DataFrame) -> np.ndarray:
-        """Probabilities (N, n_classes; columns as ``classes``) or predictions (N,), float32."""
+        """Probabilities (N, n_classes; columns as ``classes``) or predictions (N,), float32;
+        a row whose answer is not finite is refused (``check_output``)."""
         name = "probabilities" if self.task == "classification" else "prediction"
-        return self.session.run([name], self.feeds(X))[0]
+        return check_output(self.session.run([name], self.feeds(X))[0])
 
 
 def predict_file(
@@ -343,8 +401,9 @@ def prepare_frame(frame: pd.DataFrame, pipe: Pipeline) -> pd.DataFrame:
     """The model's raw columns, in training order, with checked types.
 
     Missing columns are named; extra columns (ids, the target) are ignored; numeric columns must
-    hold numbers (NaN is allowed where the preprocessor imputes, i.e. tabular models); categorical
-    values become strings, missing ones stay missing.
+    hold numbers the model can compute with (``numeric_column``: NaN is allowed where the
+    preprocessor imputes, i.e. tabular models); categorical values become strings, missing ones
+    stay missing.
     """
     names = pipe.feature_names
     missing = [c for c in names if c not in frame.columns]
@@ -353,23 +412,17 @@ def prepare_frame(frame: pd.DataFrame, pipe: Pipeline) -> pd.DataFrame:
         raise InputError(f"{len(missing)} feature column(s) missing: {shown}")
     if len(frame) == 0:
         raise InputError("no rows to predict")
-    out = {}
-    for name in pipe.numeric:
-        col = frame[name]
-        values = pd.to_numeric(col, errors="coerce")
-        bad = values.isna() & col.notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputError(f"column {name!r} must hold numbers; row {row} has {col.iloc[row]!r}")
-        values = values.astype("float64")
-        if np.isinf(values.to_numpy()).any():
-            raise InputError(f"column {name!r} holds an infinite value")
-        out[name] = values.to_numpy()
+    out = {name: numeric_column(frame[name], name) for name in pipe.numeric}
     if not pipe.by_columns:
         X = pd.DataFrame(out, columns=names)
         nan = X.isna().any()
         if nan.any():  # an image scaler does not impute
-            raise InputError(f"column {nan[nan].index[0]!r} has missing values (NaN)")
+            name = nan[nan].index[0]
+            row = int(np.flatnonzero(X[name].isna().to_numpy())[0])
+            raise InputError(
+                f"column {name!r} has missing values (NaN), row {row} first; this model takes "
+                "finite numbers only"
+            )
         return X
     for name in pipe.categorical:
         col = frame[name].astype(object)
@@ -379,6 +432,100 @@ def prepare_frame(frame: pd.DataFrame, pipe: Pipeline) -> pd.DataFrame:
 
 def _missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+
+
+def numeric_column(col: pd.Series, name: str) -> np.ndarray:
+    """A column's values as float64: numbers and numeric text are taken, anything else is
+    refused naming the column and row; missing values stay NaN; values the model cannot compute
+    with are refused (``check_range``)."""
+    try:
+        values = pd.to_numeric(col, errors="coerce")
+    except OverflowError:  # a Python integer beyond float64: infinite, as far as the model goes
+        values = pd.to_numeric(col.map(_float_or_inf), errors="coerce")
+    bad = values.isna() & col.notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(
+            f"column {name!r} must hold numbers; row {row} has {excerpt(col.iloc[row])}"
+        )
+    values = values.astype("float64").to_numpy()
+    check_range(values, name, col)
+    return values
+
+
+def _float_or_inf(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.copysign(math.inf, value)
+    return value
+
+
+def number_problem(value: Any) -> str | None:
+    """Why a number cannot reach the model, or None (also for anything that is not a number).
+
+    The network and ``model.onnx`` compute in float32: a value beyond its range (about
+    ±3.4e38) becomes infinity there and every probability NaN, so it is refused like NaN and
+    infinity themselves. Exact for integers of any size (no conversion to float).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return None
+    if isinstance(value, float | np.floating) and math.isnan(value):
+        return "NaN"
+    if abs(value) > FLOAT32_MAX:
+        if isinstance(value, float | np.floating) and math.isinf(value):
+            return "infinite"
+        return f"beyond float32's range (±{FLOAT32_MAX:.3g}), in which the model computes"
+    return None
+
+
+def check_range(values: np.ndarray, name: str, shown: Sequence[Any] | pd.Series) -> None:
+    """Refuse infinite values and values beyond float32's range (``number_problem``) in one
+    column, naming it, the first such row and (an excerpt of) the value as given in ``shown``;
+    NaN is left to the caller (a missing value where the model imputes)."""
+    with np.errstate(invalid="ignore"):
+        bad = np.abs(values) > FLOAT32_MAX
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        value = shown.iloc[row] if isinstance(shown, pd.Series) else shown[row]
+        problem = number_problem(values[row])
+        raise InputError(f"column {name!r}, row {row}: {excerpt(value)} is {problem}")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = EXCERPT_CHARS
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
+_REPR.maxlevel = 3
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` in at most about ``limit`` characters, for messages that quote input: a
+    long string shows its start and length, a huge integer its number of digits, containers
+    their first items."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 300:
+        digits = int(math.log10(abs(value))) + 1
+        digits -= abs(value) < 10 ** (digits - 1)  # log10 rounds 10**400 - 1 up to 400.0
+        return f"an integer of about {digits:,} digits"
+    if isinstance(value, str | bytes) and len(value) > limit:
+        return f"{value[: limit - 20]!r}… ({len(value):,} characters)"
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_output(out: np.ndarray) -> np.ndarray:
+    """The model's answer, refused where a row's is not finite: an input far outside what the
+    model was trained on can overflow float32 inside it (after preprocessing) even when each raw
+    value lies in range, and a NaN probability must never become a silent label."""
+    finite = np.isfinite(out) if out.ndim == 1 else np.isfinite(out).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise InputError(
+            f"row {row}: the model's output is not a finite number ({int((~finite).sum())} "
+            "row(s) in all); its input values lie far outside the range the model was trained "
+            "on and overflow float32 inside it"
+        )
+    return out
 
 
 def result_frame(
@@ -399,6 +546,10 @@ def result_frame(
 
 
 # ------------------------------------------------------------------------------ images
+class ImageTooLarge(InputError):
+    """An image with more pixels than the caller decodes; said from its header, before decoding."""
+
+
 def scale_image(pixels: np.ndarray) -> np.ndarray:
     """A grey image's pixels (any range) -> a row: each image stretched to exactly [-1, 1].
 
@@ -422,7 +573,96 @@ def image_to_row(image, shape: tuple[int, int, int] = (1, 16, 16)) -> np.ndarray
         raise InputError(f"{exc}: no digit to read" if "blank" in str(exc) else str(exc)) from None
 
 
+class _GreyLevels:
+    """Grey levels (0 black .. 255 white, unrounded) in the one role ``data.image_pixels`` gives
+    a decoded picture: ``convert("L")``. Numbers then go through the very code pictures go
+    through (polarity, resizing, stretching), without rounding them to 8 bits."""
+
+    def __init__(self, levels: np.ndarray):
+        self.levels = levels
+
+    def convert(self, mode: str) -> np.ndarray:
+        return self.levels
+
+
+def pixels_to_row(pixels: Any, shape: tuple[int, int, int]) -> np.ndarray:
+    """An image given as numbers (height x width grey levels, or channels x height x width) of
+    any range -> a row, as ``image_to_row`` reads a picture: grey levels are read on the image's
+    own range (its darkest value as black, its lightest as white), so dark ink on light paper
+    is inverted exactly as in a picture, and an 8-bit picture that holds both black and white
+    gives the same row either way. Numbers must be finite and in float32's range."""
+    channels, height, width = shape
+    want = (height, width) if channels == 1 else (channels, height, width)
+    try:
+        grid = np.asarray(pixels, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        grid = None
+    if grid is None or grid.shape != want:
+        got = "a ragged or non-numeric array" if grid is None else f"shape {grid.shape}"
+        raise InputError(f"must be {' x '.join(map(str, want))} numbers, got {got}")
+    bad = ~np.isfinite(grid) | (np.abs(np.nan_to_num(grid)) > FLOAT32_MAX)
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(
+            f"pixel {list(at)} is {number_problem(grid[at]) or 'not finite'}; pixels must be "
+            "finite numbers"
+        )
+    if channels != 1:
+        return scale_image(grid)
+    low, high = grid.min(), grid.max()
+    if high <= low:
+        return scale_image(grid)  # blank: refused with the usual message
+    return image_to_row(_GreyLevels((grid - low) / (high - low) * 255.0), shape)
+
+
+def image_row(
+    source: Any,
+    name: str,
+    shape: tuple[int, int, int],
+    *,
+    max_pixels: int | None = None,
+    formats: Sequence[str] | None = None,
+) -> np.ndarray:
+    """One image (a path or a binary file object) -> a row, as ``image_to_row``; errors say
+    ``name`` (the file, or "image 3" of a request), never the object read from.
+
+    ``max_pixels``: the most pixels (width x height) decoded, checked from the header before a
+    byte of pixel data is decompressed (``ImageTooLarge``); None keeps PIL's own guard against
+    decompression bombs, also an ``ImageTooLarge``. ``formats``: the PIL formats tried (None:
+    all). Each image is decoded, reduced to its row and dropped before the next is opened.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(source, formats=formats)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"{name} is too large to decode ({exc})") from None
+    except UnidentifiedImageError:
+        kind = "/".join(formats) if formats else "a format PIL reads"
+        raise InputError(f"{name} is not a readable image (not {kind} data)") from None
+    except OSError as exc:
+        raise InputError(f"{name} is not a readable image ({excerpt(str(exc))})") from None
+    with image:
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageTooLarge(
+                f"{name} is {width}x{height} = {width * height:,} pixels; at most "
+                f"{max_pixels:,} are decoded (--max-image-pixels): send it smaller"
+            )
+        try:
+            image.load()
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, zlib.error, ...
+            raise InputError(f"{name} is not a readable image ({excerpt(str(exc))})") from None
+        try:
+            return image_to_row(image, shape)
+        except InputError as exc:
+            raise InputError(f"{name}: {exc}") from None
+
+
 def image_files(path: Path) -> list[Path]:
+    """A folder's images (``IMAGE_SUFFIXES``, the ones training reads), sorted; a file as is."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -432,31 +672,24 @@ def image_files(path: Path) -> list[Path]:
 
 
 def read_images(paths: Sequence[Path], pipe: Pipeline) -> pd.DataFrame:
-    """PNG files -> one row per image in the model's pixel columns, plus a ``file`` column."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Image files -> one row per image in the model's pixel columns, plus a ``file`` column."""
     shape = pipe.image_shape
     if shape is None:
         raise InputError(
             f"images need a model trained on an image data set; this model takes "
             f"{len(pipe.feature_names)} columns"
         )
-    rows = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                rows.append(image_to_row(image, shape))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"{path} is not a readable image ({exc})") from None
-        except InputError as exc:
-            raise InputError(f"{path}: {exc}") from None
-    frame = pd.DataFrame(np.vstack(rows), columns=pipe.feature_names)
+    rows = np.empty((len(paths), len(pipe.feature_names)))
+    for i, path in enumerate(paths):
+        rows[i] = image_row(path, str(path), shape)
+    frame = pd.DataFrame(rows, columns=pipe.feature_names)
     frame.insert(0, "file", [str(p) for p in paths])
     return frame
 
 
 def read_input(path: str | Path, pipe: Pipeline) -> pd.DataFrame:
-    """CSV/parquet rows, a PNG, or a folder of PNGs, as a frame the pipeline can take."""
+    """CSV/parquet rows, an image, or a folder of images (``IMAGE_SUFFIXES``), as a frame the
+    pipeline can take."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist")
