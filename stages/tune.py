@@ -44,24 +44,22 @@ def run(params, name: str) -> None:
     # the estimator's names are checked before any data is read (preprocess__* below, with it)
     search.build_space(
         {k: v for k, v in p.space.items() if not k.startswith("preprocess__")} or p.space,
-        estimator, method=p.method, resource=p.halving.resource if p.method.startswith("halving")
-        else None, pipeline=search.make_pipeline(features.build_preprocessor("none"), estimator),
+        estimator, method=p.method, resource=p.halving_settings.get("resource"),
+        pipeline=search.make_pipeline(features.build_preprocessor("none"), estimator),
     )  # fmt: skip
     frame = io.read_parquet(layout(name).train)
     X, y = data.tabular_xy(frame, target=spec.target, drop=spec.drop, task=spec.task)
     X, y = search.subsample(X, y, p.max_rows, p.seed)
     prep = build_preprocessor(config.resolve(params.preprocess, entry, "preprocess"), spec, X)
     pipeline = search.make_pipeline(prep, estimator)
-    halving = p.method.startswith("halving")
+    halving = p.halving_settings  # {} unless the method is a halving one
     space = search.build_space(
-        p.space, estimator, method=p.method, pipeline=pipeline,
-        resource=p.halving.resource if halving else None,
+        p.space, estimator, method=p.method, pipeline=pipeline, resource=halving.get("resource"),
     )  # fmt: skip
     searcher = search.build_search(
         pipeline, space, method=p.method, cv=search.folds(p.folds, p.seed), scoring=p.scoring,
         refit_metric=p.refit, refit=False, n_jobs=machine["n_jobs"], n_iter=p.n_iter,
-        seed=p.seed, resource=p.halving.resource, factor=p.halving.factor,
-        min_resources=p.halving.min_resources, max_resources=p.halving.max_resources,
+        seed=p.seed, **halving,
     )  # fmt: skip
     start = time.perf_counter()
     with (

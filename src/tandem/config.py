@@ -247,13 +247,17 @@ class CVParams(Section):
 
 
 class HalvingParams(Section):
-    resource: str = Field(description="n_samples, or an estimator parameter such as max_epochs")
-    factor: int = Field(ge=2)
+    """Successive halving's settings (``tune.method`` halving_grid or halving_random only)."""
+
+    resource: str = Field(
+        "n_samples", description="n_samples, or an estimator parameter such as max_epochs"
+    )
+    factor: int = Field(3, ge=2)
     min_resources: int | Literal["exhaust", "smallest"] | None = Field(
-        description="null: exhaust (halving_grid) / smallest (halving_random)"
+        None, description="null: exhaust (halving_grid) / smallest (halving_random)"
     )
     max_resources: int | None = Field(
-        description="null: all rows (n_samples) or the estimator's value (max_epochs)"
+        None, description="null: all rows (n_samples) or the estimator's value (max_epochs)"
     )
 
 
@@ -264,14 +268,35 @@ class TuneParams(Section):
         description="fixed TorchClassifier params (module, max_epochs, ...); the rest default"
     )
     space: dict[str, Any] = Field(description="estimator param name -> list of values")
-    n_iter: int = Field(ge=1, description="candidates of random / halving_random")
-    halving: HalvingParams
+    n_iter: int | None = Field(None, ge=1, description="candidates of random / halving_random")
+    halving: HalvingParams | None = Field(None, description="halving methods only; {}: defaults")
     folds: int = Field(ge=2)
     scoring: list[str] = Field(min_length=1)
     refit: str = Field(description="the scorer that picks the best candidate")
     max_rows: int | None = Field(ge=2, description="stratified subset of train; null: all rows")
     seed: int
     save_model: bool = Field(description="refit the best candidate and save it in models/tune")
+
+    @model_validator(mode="after")
+    def _no_inert_keys(self) -> TuneParams:
+        """Each method's own keys, and no key another method would read (it would change
+        nothing): random methods draw n_iter candidates, halving methods read halving."""
+        draws, halves = self.method.endswith("random"), self.method.startswith("halving")
+        if draws and self.n_iter is None:
+            raise ValueError(f"method {self.method} draws n_iter candidates: set n_iter")
+        if not draws and self.n_iter is not None:
+            raise ValueError(f"n_iter does nothing with method {self.method} (it tries every "
+                             "candidate of the space): remove it")  # fmt: skip
+        if not halves and self.halving is not None:
+            raise ValueError(f"halving does nothing with method {self.method}: remove it")
+        return self
+
+    @property
+    def halving_settings(self) -> dict[str, Any]:
+        """Successive halving's settings (HalvingParams' defaults where unset); {} otherwise."""
+        if not self.method.startswith("halving"):
+            return {}
+        return (self.halving or HalvingParams()).model_dump()
 
 
 class EnsembleParams(Section):
