@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import yaml
-from conftest import tool_env, usps_like
+from conftest import ROOT, tool_env, usps_like
 
 
 def tandem(args, cwd):
@@ -290,3 +290,25 @@ def test_predict_needs_a_data_set_or_a_model_directory(tmp_path):
 
     result = CliRunner().invoke(cli.app, ["predict", str(tmp_path / "rows.csv")])
     assert result.exit_code == 2 and "--dataset NAME" in result.output
+
+
+def test_show_prints_an_entrys_effective_settings_and_marks_its_own():
+    """`tandem show NAME`: the shared sections merged with the entry's overrides, the winner of
+    each key visible in one place (USPS's own lr wins over a shared --set)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from tandem.cli import app
+
+    result = CliRunner().invoke(app, ["show", "usps", "--params", str(ROOT / "params.yaml"),
+                                      "--set", "train.lr=0.5"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    assert shown["train"]["lr"] == 0.008 and "lr: 0.008   # own" in result.output
+    assert shown["train"]["weight_decay"] == 0.0001  # a shared key the entry keeps
+    adult = yaml.safe_load(CliRunner().invoke(
+        app, ["show", "adult", "--params", str(ROOT / "params.yaml"), "--set", "train.lr=0.5"]
+    ).output)  # fmt: skip
+    assert adult["train"]["lr"] == 0.5 and adult["data"]["data_id"] == 1590
+    missing = CliRunner().invoke(app, ["show", "nope", "--params", str(ROOT / "params.yaml")])
+    assert missing.exit_code == 2 and "'nope' is not in datasets" in missing.output

@@ -677,6 +677,43 @@ def check(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) ->
     )
 
 
+@app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="an entry of params.yaml's datasets")],
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+) -> None:
+    """Print the settings an entry actually runs with: each shared section merged with the
+    entry's own overrides (the entry's own keys marked), as YAML. Runs nothing."""
+    import yaml
+
+    from tandem.config import OVERRIDABLE, resolve
+
+    try:
+        loaded = load_params(params, set_ or [])
+        if name not in loaded.datasets:
+            raise ParamsError(f"{name!r} is not in datasets {list(loaded.datasets)}")
+    except ParamsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    entry = loaded.datasets[name]
+
+    def flow(value: Any) -> str:
+        text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6)
+        return text.strip().removesuffix("\n...")
+
+    data = entry.data.model_dump(mode="json", exclude_defaults=True)
+    lines = [f"# {name}: the effective settings (# own: the entry's override of the shared key)",
+             f"data: {flow(data)}"]  # fmt: skip
+    for section in OVERRIDABLE:
+        own = getattr(entry, section) or {}
+        lines.append(f"{section}:")
+        merged = resolve(getattr(loaded, section), entry, section).model_dump(mode="json")
+        for key, value in merged.items():
+            lines.append(f"  {key}: {flow(value)}" + ("   # own" if key in own else ""))
+    typer.echo("\n".join(lines))
+
+
 ModelDirOption = Annotated[
     Path | None,
     typer.Option("--model-dir", help="a model directory (the pipeline writes models/NAME)"),
