@@ -438,6 +438,10 @@ def numeric_column(col: pd.Series, name: str) -> np.ndarray:
     """A column's values as float64: numbers and numeric text are taken, anything else is
     refused naming the column and row; missing values stay NaN; values the model cannot compute
     with are refused (``check_range``)."""
+    if isinstance(col.dtype, np.dtype) and col.dtype.kind in "fiu":  # numbers already (fast)
+        values = col.to_numpy(dtype=np.float64)
+        check_range(values, name, col)
+        return values
     try:
         values = pd.to_numeric(col, errors="coerce")
     except OverflowError:  # a Python integer beyond float64: infinite, as far as the model goes
