@@ -86,7 +86,7 @@ def test_instances_rows_images_and_pixels_agree_with_evaluate(usps, usps_dir):
         ({"instances": [[0.0] * 255]}, 422, "has 255 values; the model takes 256"),
         ({"instances": [[0.0] * 256] * 65}, 413, "larger than max_batch=64"),
         ({"instances": [[None] * 256]}, 422, "finite numbers"),
-        ({"instances": [["a"] * 256]}, 422, "must be a number"),
+        ({"instances": [["a"] * 256]}, 422, "column 'int0' must hold numbers; row 0 has 'a'"),
         ({"instances": []}, 422, "empty"),
         ({"rows": [{"int0": 1.0}]}, 422, "255 feature column(s) missing"),
         ({"images": ["not base64!"]}, 422, "not valid base64"),
@@ -150,3 +150,64 @@ def test_unknown_backend_and_missing_onnx(tabular_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="tandem export"):
         create_app(model_dir, backend="onnx")
     assert TestClient(create_app(model_dir, backend="torch")).get("/health").status_code == 200
+
+
+@pytest.fixture(scope="module", params=["onnx", "torch"])
+def tabular_both(tabular_dir, request):
+    return TestClient(create_app(tabular_dir, backend=request.param))
+
+
+HUGE = ["1e39", "1e200", "1e308", "-1e308", "1" + "0" * 400, '"1e39"', '"-1e300"']
+
+
+@pytest.mark.parametrize("value", HUGE)
+def test_numbers_beyond_float32_get_a_422_that_names_the_field(usps, tabular_both, value):
+    """The network and model.onnx compute in float32, where these become infinity and every
+    probability NaN: refused on both backends, naming where the value is, quoting it short."""
+    rest = ", ".join(["0.5"] * 255)
+    pixels = ", ".join(f'"int{i}": 0.5' for i in range(1, 256))
+    requests = [
+        (usps, f'{{"instances": [[0.5, {rest}], [{value}, {rest}]]}}', ("int0", "1")),
+        (usps, f'{{"rows": [{{"int0": {value}, {pixels}}}]}}', ("int0", "0")),
+        (tabular_both, f'{{"rows": [{{"age": 30, "income-usd": {value}, "colour": "red", '
+                       '"city": "Oslo"}]}', ("income-usd", "0")),
+        (tabular_both, f'{{"instances": [[{value}, 1.0, "red", "Oslo"]]}}', ("age", "0")),
+    ]  # fmt: skip
+    for client, body, (column, row) in requests:
+        response = client.post(
+            "/predict", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, (body[:80], response.text)
+        detail = response.json()["detail"]
+        assert column in detail and row in detail, detail
+        assert "float32" in detail or "infinite" in detail, detail
+        assert len(detail) < 400, detail
+
+
+def test_pixels_read_dark_on_light_digits_as_images_do(usps):
+    """Dark ink on light paper, as numbers or as PNGs of the same pictures: one answer, the
+    answer for the light-on-dark originals; any range of numbers reads the same."""
+    images, _ = digit_images(40, seed=11)
+    inverted = 255 - images
+    originals = usps.post("/predict", json={"images": [png_base64(i) for i in images]}).json()
+    by_images = usps.post("/predict", json={"images": [png_base64(i) for i in inverted]}).json()
+    by_pixels = usps.post("/predict", json={"pixels": inverted.astype(float).tolist()}).json()
+    unit = usps.post("/predict", json={"pixels": (inverted / 255.0).tolist()}).json()
+    for answer in (by_pixels, unit, originals):
+        assert answer["predictions"] == by_images["predictions"]
+        assert np.allclose(answer["probabilities"], by_images["probabilities"], atol=1e-6)
+
+
+def test_bad_images_are_named_by_index_never_by_a_python_object(usps):
+    png = png_base64(digit_images(1)[0][0])
+    cut = base64.b64encode(base64.b64decode(png)[:60]).decode()  # a truncated PNG
+    for images, index in (
+        ([base64.b64encode(b"GIF89a?").decode()], 0),
+        ([png, base64.b64encode(bytes(range(256)) * 4).decode()], 1),
+        ([png, png, cut], 2),
+    ):
+        response = usps.post("/predict", json={"images": images})
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"]
+        assert detail.startswith(f"image {index} is not a readable image"), detail
+        assert "BytesIO" not in detail and " at 0x" not in detail, detail
