@@ -259,3 +259,16 @@ def test_a_broken_model_directory_is_an_error_that_names_the_file(usps_dir, tmp_
     assert result.exit_code == 1
     assert message in result.output, result.output
     assert "unexpected" not in result.output
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_an_output_that_is_not_finite_is_refused_naming_the_row(usps_dir, tmp_path, backend):
+    """3e38 fits float32, but the scaler (pixel spread under 1) takes it past float32's range
+    inside the model: the row's probabilities would be NaN, so the row is refused instead."""
+    test = pd.read_parquet(usps_test(usps_dir)).head(6).drop(columns="class")
+    test.loc[4, "int5"] = 3e38
+    test.to_csv(tmp_path / "rows.csv", index=False)
+    result = predict(tmp_path / "rows.csv", "--model-dir", usps_dir, "--backend", backend)
+    assert result.exit_code == 1, result.output
+    assert "row 4: " in result.output and "float32" in result.output, result.output
+    assert "unexpected" not in result.output

@@ -188,6 +188,7 @@ class Pipeline:
                 f"test-time augmentation shifts images; {self.model_dir} is not an image classifier"
             )
         X = self.preprocessor.transform(prepare_frame(frame, self))
+        check_preprocessed(X)
         if self.task == "classification":
             proba = self.estimator.predict_proba_tta(X) if tta else self.estimator.predict_proba(X)
             return check_output(np.asarray(proba, dtype=np.float64)[:, self.order])
@@ -517,6 +518,25 @@ def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def check_preprocessed(X: Any) -> None:
+    """Refuse rows that preprocessing takes beyond float32's range (a raw value in range,
+    scaled by a spread under 1): the network would see infinity there. ``model.onnx`` scales
+    inside its graph, where ``check_output`` catches the same rows."""
+    if hasattr(X, "tocsr"):  # scipy sparse
+        largest = np.asarray(abs(X.tocsr()).max(axis=1).todense()).ravel()
+    else:
+        with np.errstate(invalid="ignore"):
+            largest = np.nanmax(np.abs(np.asarray(X, dtype=np.float64)), axis=1, initial=0.0)
+    bad = largest > FLOAT32_MAX
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"row {row}: after preprocessing a value lies beyond float32's range, in which the "
+            f"model computes ({int(bad.sum())} row(s) in all): its raw values are far outside "
+            "the range the model was trained on"
+        )
+
+
 def check_output(out: np.ndarray) -> np.ndarray:
     """The model's answer, refused where a row's is not finite: an input far outside what the
     model was trained on can overflow float32 inside it (after preprocessing) even when each raw
@@ -526,8 +546,8 @@ def check_output(out: np.ndarray) -> np.ndarray:
         row = int(np.flatnonzero(~finite)[0])
         raise InputError(
             f"row {row}: the model's output is not a finite number ({int((~finite).sum())} "
-            "row(s) in all); its input values lie far outside the range the model was trained "
-            "on and overflow float32 inside it"
+            "row(s) in all): values far outside the range the model was trained on overflow "
+            "float32 inside it, after preprocessing"
         )
     return out
 
