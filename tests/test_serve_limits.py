@@ -288,3 +288,20 @@ def test_images_are_read_one_at_a_time(client, monkeypatch):
     assert response.status_code == 200, response.text
     assert events == ["open", "reduce"] * 5
     assert np.asarray(response.json()["probabilities"]).shape == (5, 10)
+
+
+def test_fastapis_own_validation_errors_quote_an_excerpt(usps_dir):
+    """Any route's parameters validated by FastAPI (a route added here) answer 422 without
+    echoing a huge value."""
+    app = create_app(usps_dir, backend="torch")
+
+    @app.get("/square")
+    def square(n: int) -> int:
+        return n * n
+
+    client = TestClient(app)
+    assert client.get("/square", params={"n": 7}).json() == 49
+    response = client.get("/square", params={"n": "x" * 20_000})
+    assert response.status_code == 422
+    assert "(20,000 characters)" in response.text
+    assert len(response.content) < 1000
