@@ -61,7 +61,7 @@ def run(params, name: str) -> None:
     entry, paths = params.datasets[name], layout(name)
     spec = entry.data
     models = build_models(
-        config.resolve(params.baselines, entry, "baselines"), spec.task, spec.modality
+        config.recipe(params, name, "baselines"), spec.task, spec.modality
     )
     X_train, y_train = data.xy(io.read_parquet(paths.train_features), spec.target)
     X_test, y_test = data.xy(io.read_parquet(paths.test_features), spec.target)

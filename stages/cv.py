@@ -25,10 +25,10 @@ def run(params, name: str) -> None:
     frame = io.read_parquet(layout(name).train)
     X, y = data.tabular_xy(frame, target=spec.target, drop=spec.drop, task=spec.task)
     X, y = search.subsample(X, y, p.max_rows, p.seed)
-    estimator = build_estimator(config.resolve(params.train, entry, "train"), spec, len(y))
+    estimator = build_estimator(config.recipe(params, name, "train"), spec, len(y))
     if p.max_epochs is not None:
         estimator.set_params(max_epochs=p.max_epochs)
-    prep = build_preprocessor(config.resolve(params.preprocess, entry, "preprocess"), spec, X)
+    prep = build_preprocessor(config.recipe(params, name, "preprocess"), spec, X)
     pipeline = search.make_pipeline(prep, estimator)
     with (
         console.status(f"cross-validating {name}: {p.folds} folds on {len(y)} rows"),

@@ -21,7 +21,7 @@ PARAMS = (
 
 def run(params, name: str) -> None:
     entry, paths, members = params.datasets[name], layout(name), params.ensemble.members
-    p, spec = config.resolve(params.train, entry, "train"), entry.data
+    p, spec = config.recipe(params, name, "train"), entry.data
     if spec.task != "classification":
         raise ValueError(f"ensemble: {name!r} is a {spec.task} entry; ensembles average classes")
     X, y = data.xy(io.read_parquet(paths.train_features), spec.target)
@@ -35,7 +35,7 @@ def run(params, name: str) -> None:
             models.append(est)
             seconds.append(round(est.fit_seconds_, 3))
     X_test, y_test = data.xy(io.read_parquet(paths.test_features), spec.target)
-    tta = entry.evaluate.get("tta", params.evaluate.tta) and spec.modality == "image"
+    tta = bool(config.recipe(params, name, "evaluate").tta)  # null: not an image classifier
     plain = np.mean([m.predict_proba(X_test) for m in models], axis=0)
     proba = np.mean([m.predict_proba_tta(X_test) for m in models], axis=0) if tta else plain
     classes = models[0].classes_

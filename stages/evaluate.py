@@ -30,7 +30,7 @@ def learning(model, paths) -> None:
 
 def run(params, name: str) -> None:
     entry, paths = params.datasets[name], layout(name)
-    p, spec = config.resolve(params.evaluate, entry, "evaluate"), entry.data
+    p, spec = config.recipe(params, name, "evaluate"), entry.data
     X, y = data.xy(io.read_parquet(paths.test_features), spec.target)
     y = y.to_numpy()
     if spec.task == "regression":

@@ -11,7 +11,7 @@ test ``accuracy``, the number eval.json's headline must equal.
 """
 
 from stages.layout import layout
-from tandem import export, inference, io
+from tandem import config, export, inference, io
 
 # evaluate.tta and label_names alone: the figures' settings (n_worst) do not re-export
 PARAMS = (
@@ -20,17 +20,10 @@ PARAMS = (
 
 
 def serving(params, name: str) -> inference.Serving:
-    """What the entry serves: its evaluate section's tta (image classifiers) and label_names,
-    the entry's own values over the shared ones as the evaluate stage merges them."""
-    entry = params.datasets[name]
-    own = entry.evaluate or {}
-    tta = own.get("tta", params.evaluate.tta)
-    names = params.evaluate.label_names
-    if "label_names" in own:  # mappings merge key by key, as config.resolve merges sections
-        given = own["label_names"]
-        names = {**names, **given} if isinstance(names, dict) and isinstance(given, dict) else given
-    image_classifier = entry.data.modality == "image" and entry.data.task == "classification"
-    return inference.Serving(tta=bool(tta) and image_classifier, label_names=names or None)
+    """What the entry serves: its evaluate recipe's tta (null but for image classifiers) and
+    label_names, as the evaluate stage reads them."""
+    p = config.recipe(params, name, "evaluate")
+    return inference.Serving(tta=bool(p.tta), label_names=p.label_names or None)
 
 
 def run(params, name: str) -> None:

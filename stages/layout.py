@@ -62,6 +62,11 @@ class Layout:
     def live_dir(self) -> str:
         return self._at("dvclive")
 
+    def recipe(self, section: str) -> str:
+        """recipes/<name>/<section>.yaml: the section as it reaches this entry (the params file
+        its stages declare to DVC)."""
+        return self._at("recipes", f"{section}.yaml")
+
     def metrics(self, kind: str) -> str:
         """metrics/<name>/<kind>.json: train, eval, baselines, export, ensemble."""
         return self._at("metrics", f"{kind}.json")

@@ -37,12 +37,12 @@ def estimator_fit_rows(train, spec, y):
 
 def run(params, name: str) -> None:
     entry, paths = params.datasets[name], layout(name)
-    p, spec = config.resolve(params.preprocess, entry, "preprocess"), entry.data
+    p, spec = config.recipe(params, name, "preprocess"), entry.data
     train, test = io.read_parquet(paths.train), io.read_parquet(paths.test)
     X_train, y_train = data.tabular_xy(train, target=spec.target, drop=spec.drop, task=spec.task)
     X_test, y_test = test[X_train.columns], test[spec.target]  # the columns train kept
     prep = build_preprocessor(p, spec, X_train)
-    fit_rows = estimator_fit_rows(config.resolve(params.train, entry, "train"), spec, y_train)
+    fit_rows = estimator_fit_rows(config.recipe(params, name, "train"), spec, y_train)
     # y is passed so that target-aware encodings (piecewise-linear bins) see it; fit rows only
     prep.fit(X_train.iloc[fit_rows], y_train.iloc[fit_rows])
     train_features = prep.transform(X_train).assign(**{spec.target: y_train.to_numpy()})

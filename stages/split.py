@@ -8,7 +8,7 @@ PARAMS = ("split", "datasets.{name}.data", "datasets.{name}.split")
 
 def run(params, name: str) -> None:
     entry, paths = params.datasets[name], layout(name)
-    p, spec = config.resolve(params.split, entry, "split"), entry.data
+    p, spec = config.recipe(params, name, "split"), entry.data
     frame = io.read_parquet(paths.raw)
     n_train = p.n_train or round(len(frame) * (1 - p.test_size))
     train, test = data.split_frame(

@@ -23,7 +23,7 @@ PARAMS = ("train", "datasets.{name}.data", "datasets.{name}.train")
 
 def module_params(p, spec) -> dict:
     """``module`` and its ``module__*`` arguments; image modules get the entry's image shape."""
-    name = p.module if p.module != "auto" else "cnn" if spec.modality == "image" else "mlp"
+    name = config.module_name(p, spec)
     kwargs = dict(p.module_kwargs.get(name, {}))
     if spec.modality == "image" and "image_shape" in (models.module_arguments(name) or ()):
         kwargs |= {"image_shape": list(spec.image_shape), "in_channels": spec.channels}
@@ -57,12 +57,12 @@ def build_estimator(p, spec, n_rows: int, callbacks=(), checkpoint=None):
 
 def processes(params, name: str) -> int:
     """How many data-parallel processes the runner starts this stage in (torchrun)."""
-    return config.resolve(params.train, params.datasets[name], "train").nproc
+    return config.recipe(params, name, "train").nproc
 
 
 def run(params, name: str) -> None:
     entry, paths = params.datasets[name], layout(name)
-    p, spec = config.resolve(params.train, entry, "train"), entry.data
+    p, spec = config.recipe(params, name, "train"), entry.data
     X, y = data.xy(io.read_parquet(paths.train_features), spec.target)
     main = training.is_main_process()  # under torchrun, the other ranks train and write nothing
     # The outputs land together: DVCLive logs into a folder that replaces live_dir only after

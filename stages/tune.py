@@ -50,7 +50,7 @@ def run(params, name: str) -> None:
     frame = io.read_parquet(layout(name).train)
     X, y = data.tabular_xy(frame, target=spec.target, drop=spec.drop, task=spec.task)
     X, y = search.subsample(X, y, p.max_rows, p.seed)
-    prep = build_preprocessor(config.resolve(params.preprocess, entry, "preprocess"), spec, X)
+    prep = build_preprocessor(config.recipe(params, name, "preprocess"), spec, X)
     pipeline = search.make_pipeline(prep, estimator)
     halving = p.halving_settings  # {} unless the method is a halving one
     space = search.build_space(

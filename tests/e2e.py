@@ -15,7 +15,8 @@ import pandas as pd
 import yaml
 from conftest import ROOT, copy_project, offline_env
 
-PER_ENTRY = ("fetch", "split", "preprocess", "train", "evaluate", "export", "baselines")
+PER_ENTRY = ("resolve", "fetch", "split", "preprocess", "train", "evaluate", "export", "baselines")
+CHAIN = PER_ENTRY[1:]  # from the data on: what editing an entry's data reruns
 DEFAULT = ("usps",)  # kept from the default registry
 ADDED = ("mycsv", "digits", "diabetes")
 ENTRIES = (*DEFAULT, *ADDED)

@@ -33,9 +33,9 @@ from conftest import offline_env
 from e2e import (
     ADDED,
     ALL_STAGES,
+    CHAIN,
     ENTRIES,
     GIT,
-    PER_ENTRY,
     commit,
     make_project,
     out_hashes,
@@ -84,11 +84,12 @@ def test_full_run_then_partial_reruns(pipeline_run):
     # an entry's own override reruns that entry's training (and what reads it), nothing else
     set_params(repo, datasets__usps__train={"lr": 0.002})
     assert repro(repo, env) == {
-        "train@usps", "evaluate@usps", "export@usps", "ensemble@usps", "cv", "summary"
+        "resolve@usps", "train@usps", "evaluate@usps", "export@usps", "ensemble@usps", "cv",
+        "summary",
     }  # fmt: skip
 
     set_params(repo, datasets__diabetes__preprocess={"scaler": "minmax"})
-    assert repro(repo, env) == {f"{s}@diabetes" for s in PER_ENTRY[2:]} | {"summary"}
+    assert repro(repo, env) == {f"{s}@diabetes" for s in ("resolve", *CHAIN[2:])} | {"summary"}
 
     # a bad entry stops the run at that entry's fetch (editing its data reruns all of the entry:
     # test_editing_one_csv_row_reruns_only_that_entry)
@@ -170,9 +171,47 @@ def test_editing_one_csv_row_reruns_only_that_entry(pipeline_run):
     frame = pd.read_csv(path)
     frame.loc[3, "x1"] = 9.5
     frame.to_csv(path, index=False)
-    assert repro(repo, env) == {f"{s}@mycsv" for s in PER_ENTRY} | {"summary"}
+    assert repro(repo, env) == {f"{s}@mycsv" for s in CHAIN} | {"summary"}
     assert json.loads((repo / "data/mycsv/raw.json").read_text())["rows"] == 240
     commit(repo, env, "edited one row")
+
+
+def test_a_single_key_reruns_only_the_stages_it_reaches(pipeline_run):
+    """Single-key edits on the completed run: once the recipes are resolved (`dvc repro
+    resolve`, seconds), `dvc status` marks exactly the stages whose effective settings changed."""
+    repo, env = pipeline_run.repo, pipeline_run.env
+    assert repro(repo, env) == set()
+
+    def marked(**edit) -> set[str]:
+        set_params(repo, **edit)
+        run(["dvc", "repro", "resolve"], repo, env)
+        status = json.loads(run(["dvc", "status", "--json"], repo, env).stdout)
+        run(["git", "checkout", "--", "params.yaml", "recipes", "dvc.lock"], repo, env)
+        return {name.split(":")[-1] for name in status} - {f"resolve@{n}" for n in ENTRIES}
+
+    # a shared key that USPS overrides (its own lr): its training, ensemble and cv stay clean
+    assert marked(train__lr=0.002) == {f"train@{n}" for n in ADDED}
+    # a label name: the figures and what is served (ONNX and serve name the classes), not training
+    assert marked(datasets__usps__evaluate__label_names__1="zero") == {"evaluate@usps",
+                                                                       "export@usps"}  # fmt: skip
+    # image entries only: the worst-images figure, and the SVM baseline
+    assert marked(evaluate__n_worst=5) == {"evaluate@usps", "evaluate@digits"}
+    assert marked(baselines__svc__C=3.0) == {"baselines@usps", "baselines@digits"}
+    # a machine setting is no param: nothing to rerun
+    quiet = run(["dvc", "status"], repo, {**env, "TANDEM_N_JOBS": "2", "TANDEM_BACKEND": "dask"})
+    assert "up to date" in quiet.stdout
+    assert repro(repo, env) == set()
+
+    # an experiment on one shared training key: a narrow comparison naming the entries it reached
+    run(["dvc", "exp", "run", "-n", "shared-lr", "-S", "train.lr=0.002"], repo, env)
+    table = run(["dvc", "exp", "show", "--only-changed", "--csv"], repo, env).stdout
+    columns = table.splitlines()[0].split(",")
+    assert len(columns) <= 40, columns
+    assert {f"recipes/{n}/train.yaml:lr" for n in ADDED} <= set(columns), columns
+    assert "recipes/usps/train.yaml:lr" not in columns
+    run(["git", "checkout", "--", "."], repo, env)  # back to the committed run
+    run(["dvc", "checkout", "-q"], repo, env)
+    assert repro(repo, env) == set()
 
 
 def test_exp_run_and_show(pipeline_run):

@@ -22,6 +22,7 @@ from tandem import io
 from tandem.config import ParamsError, load_params, shadowed
 
 STAGES = {
+    "resolve": "Write each section as it reaches an entry to recipes/NAME/SECTION.yaml.",
     "fetch": "Read a data set's source into data/NAME (parquet + provenance JSON).",
     "split": "Split the raw data into train and test parquet files.",
     "preprocess": "Fit the preprocessor on train, transform train and test, persist it.",
@@ -37,7 +38,8 @@ STAGES = {
 # stages that run once per entry of params.yaml's datasets (--dataset NAME); cv and tune run on
 # the entry their section names (cv.dataset, tune.dataset) unless --dataset says another
 PER_DATASET = (
-    "fetch", "split", "preprocess", "train", "evaluate", "baselines", "export", "ensemble",
+    "resolve", "fetch", "split", "preprocess", "train", "evaluate", "baselines", "export",
+    "ensemble",
 )  # fmt: skip
 SEARCH_STAGES = ("cv", "tune")
 
@@ -350,7 +352,7 @@ def _fill(node: Any, raw: dict, context: dict) -> Any:
     import re
 
     if isinstance(node, dict):
-        return {k: _fill(v, raw, context) for k, v in node.items()}
+        return {_fill(k, raw, context): _fill(v, raw, context) for k, v in node.items()}
     if isinstance(node, list):
         return [_fill(v, raw, context) for v in node]
     if not isinstance(node, str):
@@ -377,6 +379,30 @@ def _stage_command(body: dict, key: str | None = None) -> tuple[str, str | None]
     return None
 
 
+def _recipe_params(
+    file: str, keys: list[str] | None, raw: dict, stage: str, problems: list[str]
+) -> list[str]:
+    """The params.yaml keys a recipe file stands for: recipes/NAME/SECTION.yaml (or some of its
+    keys) is the shared SECTION (or SECTION.key) with datasets.NAME.SECTION merged over it."""
+    from tandem.config import OVERRIDABLE
+
+    parts = file.split("/")
+    if file == "params.yaml":
+        return []
+    if len(parts) != 3 or parts[0] != "recipes" or not parts[2].endswith(".yaml"):
+        problems.append(f"stage {stage}: params file {file!r} is neither params.yaml nor a recipe")
+        return []
+    name, section = parts[1], parts[2].removesuffix(".yaml")
+    if section not in OVERRIDABLE or name not in (raw.get("datasets") or {}):
+        problems.append(f"stage {stage}: {file!r} is no recipe of an entry's section")
+        return []
+    for k in keys or ():
+        if _lookup(raw, f"{section}.{k}") is _ABSENT:
+            problems.append(f"stage {stage}: {file} has no key {k!r} ({section}.{k})")
+    shared = [section] if not keys else [f"{section}.{k}" for k in keys]
+    return [*shared, f"datasets.{name}.{section}"]
+
+
 def dvc_params_problems(root: Path, raw: dict) -> list[str]:
     """Where dvc.yaml and params.yaml disagree: a declared key that params.yaml lacks, or a stage
     whose module reads other keys than dvc.yaml declares (DVC would miss their changes)."""
@@ -391,6 +417,8 @@ def dvc_params_problems(root: Path, raw: dict) -> list[str]:
                 declared.append(item)
                 if _lookup(raw, item) is _ABSENT:
                     problems.append(f"stage {stage_name}: params key {item!r} is not in params")
+            for file, keys in entry.items() if isinstance(entry, dict) else ():
+                declared += _recipe_params(file, keys, raw, stage_name, problems)
         command = _stage_command(body, key)
         if command is not None:
             try:

@@ -8,6 +8,7 @@ validation, so an override gets exactly the same checks as the file.
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import yaml
@@ -235,6 +236,95 @@ def resolve(shared: Section, entry: DatasetEntry, section: str) -> Any:
     if not overrides:
         return shared
     return OVERRIDABLE[section].model_validate(_merged(shared.model_dump(), overrides))
+
+
+def module_name(train: Any, data: DataSpec) -> str:
+    """The module an entry trains: ``train.module``, with ``auto`` the cnn for image entries and
+    the mlp for tabular ones."""
+    if train.module != "auto":
+        return train.module
+    return "cnn" if data.modality == "image" else "mlp"
+
+
+def _image(d: DataSpec) -> bool:
+    return d.modality == "image"
+
+
+def _tabular(d: DataSpec) -> bool:
+    return d.modality == "tabular"
+
+
+def _classifies(d: DataSpec) -> bool:
+    return d.task == "classification"
+
+
+def _image_classifier(d: DataSpec) -> bool:
+    return d.modality == "image" and d.task == "classification"
+
+
+# The keys of a section that reach only some entries (every other key reaches all of them): in an
+# entry's recipe the others are null, so that changing them changes no other entry's recipe.
+APPLIES: dict[str, dict[str, Any]] = {
+    "preprocess": {"pca": _image, "numeric_imputer": _tabular, "min_frequency": _tabular,
+                   "numeric_encoding": _tabular, "n_bins": _tabular},
+    "train": {"augment": _image, "label_smoothing": _classifies},
+    "evaluate": {"n_worst": _image, "tta": _image_classifier, "label_names": _classifies},
+    "baselines": {"svc": _image_classifier},
+}  # fmt: skip
+
+
+class Recipe:
+    """One section as it reaches one entry: the shared section merged with the entry's own
+    overrides (``resolve``), with the keys that do not reach the entry set to null and
+    ``module_kwargs`` reduced to the module it trains. ``as_dict()`` is the entry's recipe file
+    (recipes/NAME/SECTION.yaml), the params file its stages declare to DVC; attribute access
+    gives the stages exactly what that file holds (a key that does not reach the entry reads as
+    None), so a stage can never read a value whose change would not rerun it."""
+
+    def __init__(self, section: str, values: dict[str, Any], typed: Any = None) -> None:
+        self._section, self._values, self._typed = section, values, typed
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        if key not in self._values:
+            raise AttributeError(f"{self._section}.{key} is not declared by this stage")
+        value = self._values[key]
+        if value is None or key == "module_kwargs" or self._typed is None:
+            return value
+        return getattr(self._typed, key)  # nested sections stay typed (augment, linear, ...)
+
+    def model_copy(self, *, update: dict[str, Any]) -> Recipe:
+        typed = None if self._typed is None else self._typed.model_copy(update=update)
+        return Recipe(self._section, {**self._values, **update}, typed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def recipe(params: Any, name: str, section: str) -> Recipe:
+    """``section`` as it reaches entry ``name`` (see ``Recipe``). ``params`` may be a stage's
+    restricted view: only the section's declared keys are then in the recipe."""
+    entry = params.datasets[name]
+    data, shared = entry.data, getattr(params, section)
+    if isinstance(shared, BaseModel):
+        typed = resolve(shared, entry, section)
+        values = typed.model_dump(mode="json")
+    else:  # a view of some keys: merged the way ``resolve`` merges
+        typed, own = None, getattr(entry, section) or {}
+        values = {}
+        for key, value in vars(shared).items():
+            value = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            given = own.get(key, value)
+            both = isinstance(value, dict) and isinstance(given, dict)
+            values[key] = _merged(value, given) if both and key in own else given
+    for key, reaches in APPLIES.get(section, {}).items():
+        if key in values and not reaches(data):
+            values[key] = None
+    if "module_kwargs" in values and "module" in values:
+        used = module_name(typed or SimpleNamespace(**values), data)
+        values["module_kwargs"] = {used: values["module_kwargs"].get(used, {})}
+    return Recipe(section, values, typed)
 
 
 class CVParams(Section):
