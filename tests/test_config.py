@@ -237,3 +237,34 @@ def test_entry_overrides_merge_over_the_shared_sections():
     message = str(info.value)
     assert "datasets.adult.train.max_epoch: unknown key" in message
     assert "datasets.adult.train.lr:" in message
+
+
+def test_a_recipe_holds_what_reaches_the_entry_and_nothing_else():
+    """config.recipe: the shared section merged with the entry's own keys; another modality's or
+    task's keys null; module_kwargs of the trained module only. The stage reads what the file
+    holds: a key not declared is an error, a key that does not reach the entry reads None."""
+    from tandem.cli import restrict
+    from tandem.config import recipe
+
+    params = load_params(ROOT / "params.yaml", ["train.module_kwargs.cnn={dropout: 0.3}"])
+    usps = recipe(params, "usps", "train")
+    assert usps.lr == 0.008 and usps.augment.rotate == 10  # its own, typed
+    assert set(usps.as_dict()["module_kwargs"]) == {"cnn"}
+    assert usps.module_kwargs["cnn"]["channels"] == [32, 64, 128]  # merged with the shared one
+    adult = recipe(params, "adult", "train")
+    assert adult.as_dict()["module_kwargs"] == {"mlp": {"hidden_sizes": [256, 128], "dropout": 0.1}}
+    assert adult.augment is None and recipe(params, "cpu", "train").label_smoothing is None
+    assert recipe(params, "adult", "evaluate").as_dict() == {"n_worst": None, "tta": None,
+                                                             "label_names": None}  # fmt: skip
+    assert recipe(params, "adult", "preprocess").pca is None
+    assert recipe(params, "usps", "preprocess").n_bins is None
+    assert recipe(params, "adult", "baselines").svc is None
+    assert recipe(params, "usps", "baselines").svc.C == 10.0
+    # a stage that declares some keys (export: tta and label_names) sees those alone
+    view = restrict(params, ("evaluate.tta", "evaluate.label_names", "datasets.usps.data",
+                             "datasets.usps.evaluate"))  # fmt: skip
+    served = recipe(view, "usps", "evaluate")
+    assert served.tta is True and served.label_names["10"] == "9"
+    with pytest.raises(AttributeError, match="not declared"):
+        _ = served.n_worst
+    assert usps.model_copy(update={"seed": 3}).seed == 3  # the ensemble's members
