@@ -312,3 +312,23 @@ def test_show_prints_an_entrys_effective_settings_and_marks_its_own():
     assert adult["train"]["lr"] == 0.5 and adult["data"]["data_id"] == 1590
     missing = CliRunner().invoke(app, ["show", "nope", "--params", str(ROOT / "params.yaml")])
     assert missing.exit_code == 2 and "'nope' is not in datasets" in missing.output
+
+
+def test_serve_takes_its_limits_from_flags(monkeypatch, tmp_path):
+    """`tandem serve` hands the body-size, pixel and batch limits to the server (docs/serving.md
+    lists them); the defaults are the server's."""
+    from typer.testing import CliRunner
+
+    from tandem import serve
+    from tandem.cli import app
+
+    seen = {}
+    monkeypatch.setattr(serve, "serve", lambda model_dir, **kw: seen.update(kw))
+    args = ["serve", "--model-dir", str(tmp_path), "--max-body-mb", "2", "--max-image-pixels",
+            "1000", "--max-batch", "8"]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert (seen["max_body_mb"], seen["max_image_pixels"], seen["max_batch"]) == (2.0, 1000, 8)
+    assert CliRunner().invoke(app, args[:3]).exit_code == 0
+    assert seen["max_batch"] == serve.DEFAULT_MAX_BATCH
+    assert seen["max_body_mb"] == serve.DEFAULT_MAX_BODY_MB
+    assert seen["max_image_pixels"] == serve.DEFAULT_MAX_IMAGE_PIXELS

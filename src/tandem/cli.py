@@ -817,7 +817,13 @@ def serve(
     backend: BackendOption = "onnx",
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
-    max_batch: Annotated[int, typer.Option(help="largest batch /predict accepts")] = 1024,
+    max_batch: Annotated[int, typer.Option(help="largest batch /predict accepts (rows)")] = 256,
+    max_body_mb: Annotated[
+        float, typer.Option(help="largest request body in MB: 413 before the rest is read")
+    ] = 16.0,
+    max_image_pixels: Annotated[
+        int, typer.Option(help="most pixels an image may declare in its header: 413 beyond")
+    ] = 4096 * 4096,
     threads: Annotated[int, typer.Option(help="inference threads (0: library default)")] = 0,
 ) -> None:
     """Serve the model over HTTP (FastAPI): /predict, /health, /metadata."""
@@ -829,6 +835,7 @@ def serve(
         raise typer.Exit(1) from None
     try:
         run_server(model_dir, backend=backend, host=host, port=port, max_batch=max_batch,
+                   max_body_mb=max_body_mb, max_image_pixels=max_image_pixels,
                    threads=threads)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         if debugging():
