@@ -88,6 +88,15 @@ def test_selection_rows_are_a_seeded_stratified_tenth_disjoint_from_the_fitting_
     assert np.array_equal(again[0], fit) and np.array_equal(again[1], selection)
 
 
+def test_rank_order_is_fewest_errors_then_lower_log_loss():
+    # equal error counts whose mean accuracies differ in the last float bits still tie
+    results = {"a": {"errors": 5, "log_loss": 0.011, "mean": 0.9977168949771689},
+               "b": {"errors": 5, "log_loss": 0.005, "mean": 0.9977168949771688},
+               "c": {"errors": 3, "log_loss": 0.020, "mean": 0.9986301369863014},
+               "d": {"errors": 6, "log_loss": 0.001, "mean": 0.9972602739726028}}  # fmt: skip
+    assert bench.rank_order(results) == ["c", "b", "a", "d"]
+
+
 def test_recipes_are_ranked_without_the_test_split(raw, monkeypatch, tmp_path):
     """The tiny path end to end (synthetic digits as USPS, 300 training and 60 test rows): the
     ranking sees training rows only (the preprocessor fitted on the fitting rows, every model
