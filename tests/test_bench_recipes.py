@@ -47,11 +47,27 @@ def test_every_recipe_is_usps_entry_plus_its_overrides(raw, name):
     assert raw["datasets"]["usps"]["train"].get("seed") is None  # the input is not modified
 
 
-def test_previous_is_the_two_block_recipe(raw):
-    train = usps_train(bench.recipe_params(raw, bench.RECIPES["previous"], seed=0))
+def test_two_blocks_is_the_two_block_recipe(raw):
+    train = usps_train(bench.recipe_params(raw, bench.RECIPES["two-blocks"], seed=0))
     cnn = train["module_kwargs"]["cnn"]
     assert (cnn["channels"], cnn["head"], cnn["dropout"]) == ([32, 64], "dense", 0.1)
     assert (train["max_epochs"], train["augment"]["elastic"]) == (25, 0.0)
+
+
+@pytest.mark.parametrize("name", sorted(bench.RECIPES))
+def test_every_recipe_sets_its_network_length_and_elastic_itself(name):
+    """A recipe means the same whichever recipe USPS's entry holds."""
+    named = {tuple(config.parse_override(text)[0]) for text in bench.RECIPES[name]}
+    for key in ("augment.elastic", "max_epochs", "module_kwargs.cnn.channels",
+                "module_kwargs.cnn.head"):  # fmt: skip
+        assert tuple(key.split(".")) in named, key
+
+
+def test_usps_entry_trains_the_recipe_ranked_first(raw):
+    """params.yaml's USPS train section is the recipe that ranks first on the selection set
+    (docs/results.md#the-image-recipe), key for key."""
+    ranked_first = bench.recipe_params(raw, bench.RECIPES["three-blocks-narrow"], seed=0)
+    assert usps_train(ranked_first) == usps_train(bench.recipe_params(raw, [], seed=0))
 
 
 def test_an_override_with_a_typo_is_refused(raw):
@@ -69,7 +85,7 @@ def test_one_tiny_fit_scores_like_the_evaluate_stage(raw):
     (images, y), (test_images, y_test) = digit_images(300, seed=0), digit_images(60, seed=1)
     X, X_test = (a.reshape(len(a), -1).astype(np.float32) for a in (images, test_images))
     y, y_test = y.astype(str), y_test.astype(str)
-    params = bench.recipe_params(raw, bench.RECIPES["previous"], seed=0)
+    params = bench.recipe_params(raw, bench.RECIPES["two-blocks"], seed=0)
     features, features_test = _usps.stage_features(params, "usps", X, y, X_test)
     fit = _usps.fit_and_score(params, "usps", features, y, features_test, y_test, epochs=1)
     assert fit["epochs"] == 1 and fit["seed"] == 0 and 0.0 <= fit["accuracy"] <= 1.0
@@ -142,7 +158,7 @@ def test_recipes_are_ranked_without_the_test_split(raw, monkeypatch, tmp_path):
                           ("score_estimator", scored)]:  # fmt: skip
         monkeypatch.setattr(bench, attr, wrapper)
     out = tmp_path / "out.json"
-    argv = ["--recipes", "previous", "three-blocks", "--seeds", "0", "1", "--final-seeds", "0",
+    argv = ["--recipes", "two-blocks", "three-blocks", "--seeds", "0", "1", "--final-seeds", "0",
             "--epochs", "1", "--json", str(out)]  # fmt: skip
     assert bench.main(argv) == 0
 
