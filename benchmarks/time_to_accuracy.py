@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Time to accuracy on USPS's canonical split: skorch running seed 004's recipe against tandem.
+"""Time to accuracy on USPS's canonical split: skorch's USPS tutorial recipe against tandem.
 
 USPS's original split (the first 7291 rows train, the last 2007 test: ``split.method: ordered``),
 side by side in one process:
 
-- **skorch, seed 004's recipe**: ``NeuralNetClassifier`` around the ``usps_cnn`` network, Adam
+- **skorch's USPS tutorial recipe**: ``NeuralNetClassifier`` around the ``usps_cnn`` network, Adam
   lr 1e-3, batch 32, skorch's 20 % stratified validation split, ``EarlyStopping`` on the
   validation loss with patience 5 (at most ``--skorch-max-epochs``), on the raw pixels;
 - **tandem, default**: the train stage's own estimator for the ``usps`` entry of params.yaml
@@ -16,7 +16,7 @@ side by side in one process:
 
 Every fit is timed alone (wall clock around ``fit``; predictions are not timed). The table gives
 each run's epochs, fit seconds, test accuracy and time against skorch's; then the shortest tandem
-run that reaches skorch's final test accuracy, as a fraction of skorch's time (the issue's target:
+run that reaches skorch's final test accuracy, as a fraction of skorch's time (the target:
 at most 0.25).
 
     python benchmarks/time_to_accuracy.py                       # about 3 minutes on 2 cores
@@ -45,8 +45,8 @@ N_TRAIN = 7291  # USPS's original training rows
 TARGET = 0.25
 
 
-def skorch_seed004(seed: int, max_epochs: int, device: str):
-    """seed 004's recipe in skorch: its CNN, Adam 1e-3, batch 32, early stopping (patience 5)."""
+def skorch_tutorial(seed: int, max_epochs: int, device: str):
+    """skorch's USPS tutorial recipe: its CNN, Adam 1e-3, batch 32, early stopping (patience 5)."""
     from skorch import NeuralNetClassifier
     from skorch.callbacks import EarlyStopping
     from skorch.dataset import ValidSplit
@@ -77,10 +77,10 @@ def run_skorch(X, y, X_test, y_test, *, seed, max_epochs, device) -> dict:
     from sklearn.preprocessing import LabelEncoder
 
     enc = LabelEncoder().fit(y)
-    net = skorch_seed004(seed, max_epochs, device)
+    net = skorch_tutorial(seed, max_epochs, device)
     seconds = timed(lambda: net.fit(X, enc.transform(y).astype(np.int64)))
     accuracy = float(np.mean(enc.inverse_transform(net.predict(X_test)) == y_test))
-    return {"recipe": "skorch, seed 004", "epochs": len(net.history), "seconds": seconds,
+    return {"recipe": "skorch, USPS tutorial", "epochs": len(net.history), "seconds": seconds,
             "accuracy": accuracy}  # fmt: skip
 
 
