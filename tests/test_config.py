@@ -250,7 +250,7 @@ def test_a_recipe_holds_what_reaches_the_entry_and_nothing_else():
     usps = recipe(params, "usps", "train")
     assert usps.lr == 0.008 and usps.augment.rotate == 10  # its own, typed
     assert set(usps.as_dict()["module_kwargs"]) == {"cnn"}
-    assert usps.module_kwargs["cnn"]["channels"] == [32, 64, 128]  # merged with the shared one
+    assert usps.module_kwargs["cnn"]["channels"] == [24, 48, 96]  # merged with the shared one
     adult = recipe(params, "adult", "train")
     assert adult.as_dict()["module_kwargs"] == {"mlp": {"hidden_sizes": [256, 128], "dropout": 0.1}}
     assert adult.augment is None and recipe(params, "cpu", "train").label_smoothing is None

@@ -488,7 +488,7 @@ def test_sigkill_while_writing_outputs_leaves_them_whole(second):
     b, env_b = second
     files = ("metrics/usps/train.json", "dvclive/usps/metrics.json")
     before = {p: (b / p).read_bytes() for p in files}
-    set_params(b, train__lr=0.004)
+    set_params(b, datasets__usps__train__lr=0.004)  # USPS's own lr: a shared one does not reach it
     # killed as it renames metrics/usps/train.json into place: the model is already the new one
     killed(b, env_b, "metrics/usps/train.json", 1, "train", "--dataset", "usps")
     assert (b / "metrics/usps/train.json").read_bytes() == before["metrics/usps/train.json"]

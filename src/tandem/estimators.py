@@ -731,10 +731,13 @@ class _Checkpoint:
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # a pickle that wants code: never unpickled here
-            warnings.warn(f"checkpoint {self.path} holds objects other than tensors (a pickle "
-                          "not written by tandem), which are never loaded; starting afresh",
-                          stacklevel=4)  # fmt: skip
+        except pickle.UnpicklingError as exc:
+            # "Unsupported global": a pickle that wants code (a class, a function), never
+            # unpickled here; anything else is not a checkpoint at all
+            what = ("holds objects other than tensors (a pickle not written by tandem), which "
+                    "are never loaded" if "Unsupported global" in str(exc)
+                    else "cannot be read (not a checkpoint)")  # fmt: skip
+            warnings.warn(f"checkpoint {self.path} {what}; starting afresh", stacklevel=4)
             return None
         except Exception as exc:  # a corrupt or foreign file: say so, then train afresh
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
