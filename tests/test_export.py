@@ -1,4 +1,4 @@
-"""One ONNX file from raw features to probabilities: parity with the Python pipeline (#7)."""
+"""One ONNX file from raw features to probabilities: parity with the Python pipeline."""
 
 from __future__ import annotations
 

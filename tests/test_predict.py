@@ -1,4 +1,4 @@
-"""`tandem predict`: CSV, parquet and PNG digits in; the evaluate stage's labels out (#7)."""
+"""`tandem predict`: CSV, parquet and PNG digits in; the entry's labels (its label names) out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`tandem serve`: the FastAPI app answers valid and invalid requests correctly (#7)."""
+"""`tandem serve`: the FastAPI app answers valid and invalid requests correctly."""
 
 from __future__ import annotations
 
