@@ -81,6 +81,7 @@ def run(params, name: str) -> None:
             est.fit(X, y)
         if main:
             save(est, name, paths)
+    training.leave_together()  # the other ranks wait here until rank 0 has written
 
 
 def save(est, name: str, paths) -> None:

@@ -96,6 +96,20 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
+def leave_together() -> None:
+    """Under torchrun, once every rank has done its part (rank 0 its writing): wait for all
+    ranks, then leave the process group on each. A rank that left on its own while another was
+    still at work had gloo's connection threads torn down under the other, which aborted it
+    ("terminate called without an active exception"). Outside torchrun: nothing. On an error
+    this is not reached: the process group is left at exit, and torchrun stops the others."""
+    import torch.distributed as dist
+
+    if distributed_env() is None or not dist.is_initialized():
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def _leave_process_group() -> None:
     import torch.distributed as dist
 
