@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         f"by every one; their probabilities averaged score {final['averaged']:.4f}"
     )
     if args.floor_png and len(floor):
-        names = (raw["datasets"]["usps"].get("evaluate") or {}).get("label_names") or {}
+        names = raw["datasets"]["usps"].get("label_names") or {}
         shown = lambda label: names.get(str(label), str(label))  # noqa: E731
         said = final["said"]
         titles = [f"label {shown(y_test[i])}, said {shown(said[i])}" for i in floor]

@@ -12,7 +12,7 @@ from stages.layout import layout, timings
 from stages.train import build_estimator
 from tandem import TorchClassifier, config, console, data, evaluation, io
 
-# evaluate.tta alone: the figures' settings (n_worst, label_names) do not retrain the members
+# evaluate.tta alone: the figures' setting (n_worst) does not retrain the members
 PARAMS = (
     "ensemble.members", "train", "evaluate.tta", "datasets.{name}.data", "datasets.{name}.train",
     "datasets.{name}.evaluate",

@@ -6,8 +6,8 @@ accuracy sits beside that headline as ``accuracy_plain``); for `dvc plots`,
 plots/<chart>/<name>.json: predictions (actual and predicted per test row: a confusion matrix, or
 a scatter for regression), curves (ROC and precision-recall per class, or residuals), learning
 and validation (the model's training history); PNG figures in reports/<name>/ (learning curves,
-confusion, the most confidently wrong test images). Labels are shown by ``evaluate.label_names``
-in natural order ("1", "2", ..., "10"), as predict and serve show them.
+confusion, the most confidently wrong test images). Labels are shown by the entry's
+``label_names`` in natural order ("1", "2", ..., "10"), as predict and serve show them.
 """
 
 import numpy as np
@@ -15,7 +15,8 @@ import numpy as np
 from stages.layout import layout
 from tandem import TorchClassifier, TorchRegressor, config, data, evaluation, io
 
-PARAMS = ("evaluate", "datasets.{name}.data", "datasets.{name}.evaluate")
+PARAMS = ("evaluate", "datasets.{name}.data", "datasets.{name}.evaluate",
+          "datasets.{name}.label_names")  # fmt: skip
 
 
 def learning(model, paths) -> None:
@@ -54,7 +55,7 @@ def run(params, name: str) -> None:
     if tta:  # the headline is the served (augmented) model's; the network alone beside it
         scores["accuracy_plain"] = float(np.mean(model.classes_[plain.argmax(axis=1)] == y))
     io.write_json(paths.metrics("eval"), scores)
-    names = p.label_names or {}
+    names = entry.label_names or {}
     order = evaluation.natural_order(model.classes_)  # as predict and serve list the classes
     shown = [names.get(str(v), str(v)) for v in y], [names.get(str(v), str(v)) for v in pred]
     io.write_json(paths.plot("predictions"), evaluation.confusion_rows(*shown))

@@ -5,8 +5,9 @@ The shared section merged with the entry's own overrides, keys that do not reach
 entry trains (``config.recipe``). The entry's other stages declare these files as their params,
 so a change reruns exactly the entries whose effective settings it changes: a shared key that
 an entry overrides, or one that does not apply to it, leaves its recipe, and everything after
-it, as it was. The files are small and kept in git, the one place to read what an entry runs
-with (`tandem show NAME` prints the same).
+it, as it was. recipes/<name>/labels.yaml holds the entry's ``label_names``, read by the stages
+that show labels alone (evaluate and export). The files are small and kept in git, the one
+place to read what an entry runs with (`tandem show NAME` prints the same).
 """
 
 import yaml
@@ -15,11 +16,12 @@ from stages.layout import layout
 from tandem import config, io
 
 SECTIONS = tuple(config.OVERRIDABLE)
-PARAMS = (*SECTIONS, *(f"datasets.{{name}}.{section}" for section in SECTIONS),
-          "datasets.{name}.data")  # fmt: skip
+PARAMS = (*SECTIONS, "datasets.{name}")
 
 
 def run(params, name: str) -> None:
     for section in SECTIONS:
         values = config.recipe(params, name, section).as_dict()
         io.write_text(layout(name).recipe(section), yaml.safe_dump(values, sort_keys=False))
+    labels = {"label_names": params.datasets[name].label_names}
+    io.write_text(layout(name).recipe("labels"), yaml.safe_dump(labels, sort_keys=False))

@@ -11,7 +11,7 @@ import yaml
 from conftest import ROOT
 
 from tandem.cli import restrict, stage_params
-from tandem.config import ParamsError, apply_overrides, load_params, parse_override
+from tandem.config import ParamsError, apply_overrides, load_params, parse_override, validate
 
 
 def test_project_params_validate():
@@ -239,6 +239,17 @@ def test_entry_overrides_merge_over_the_shared_sections():
     assert "datasets.adult.train.lr:" in message
 
 
+def test_label_names_belong_to_a_classification_entry():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["datasets"]["cpu"]["label_names"] = {"1": "one"}
+    with pytest.raises(ParamsError, match="datasets.cpu.label_names: a regression entry"):
+        validate(raw)
+    raw["datasets"]["cpu"].pop("label_names")
+    raw["evaluate"]["label_names"] = {"1": "one"}  # the shared evaluate section has none
+    with pytest.raises(ParamsError, match="evaluate.label_names: unknown key"):
+        validate(raw)
+
+
 def test_a_recipe_holds_what_reaches_the_entry_and_nothing_else():
     """config.recipe: the shared section merged with the entry's own keys; another modality's or
     task's keys null; module_kwargs of the trained module only. The stage reads what the file
@@ -254,17 +265,16 @@ def test_a_recipe_holds_what_reaches_the_entry_and_nothing_else():
     adult = recipe(params, "adult", "train")
     assert adult.as_dict()["module_kwargs"] == {"mlp": {"hidden_sizes": [256, 128], "dropout": 0.1}}
     assert adult.augment is None and recipe(params, "cpu", "train").label_smoothing is None
-    assert recipe(params, "adult", "evaluate").as_dict() == {"n_worst": None, "tta": None,
-                                                             "label_names": None}  # fmt: skip
+    assert recipe(params, "adult", "evaluate").as_dict() == {"n_worst": None, "tta": None}
     assert recipe(params, "adult", "preprocess").pca is None
     assert recipe(params, "usps", "preprocess").n_bins is None
     assert recipe(params, "adult", "baselines").svc is None
     assert recipe(params, "usps", "baselines").svc.C == 10.0
-    # a stage that declares some keys (export: tta and label_names) sees those alone
-    view = restrict(params, ("evaluate.tta", "evaluate.label_names", "datasets.usps.data",
-                             "datasets.usps.evaluate"))  # fmt: skip
+    # a stage that declares some keys (export: tta and the entry's label names) sees those alone
+    view = restrict(params, ("evaluate.tta", "datasets.usps.data", "datasets.usps.evaluate",
+                             "datasets.usps.label_names"))  # fmt: skip
     served = recipe(view, "usps", "evaluate")
-    assert served.tta is True and served.label_names["10"] == "9"
+    assert served.tta is True and view.datasets.usps.label_names["10"] == "9"
     with pytest.raises(AttributeError, match="not declared"):
         _ = served.n_worst
     assert usps.model_copy(update={"seed": 3}).seed == 3  # the ensemble's members

@@ -139,11 +139,12 @@ def test_export_stage_writes_onnx_torchscript_and_metric(tmp_path, monkeypatch):
     from stages import export as stage
 
     assert stage.PARAMS == (
-        "evaluate.tta", "evaluate.label_names", "datasets.{name}.data", "datasets.{name}.evaluate"
+        "evaluate.tta", "datasets.{name}.data", "datasets.{name}.evaluate",
+        "datasets.{name}.label_names",
     )  # fmt: skip
     data = View(modality="tabular", task="classification", target="label")
-    params = View(evaluate=View(tta=True, label_names={"yes": "over", "no": "under"}),
-                  datasets=View(toy=View(data=data, evaluate={})))  # fmt: skip
+    toy = View(data=data, evaluate={}, label_names={"yes": "over", "no": "under"})
+    params = View(evaluate=View(tta=True), datasets=View(toy=toy))
     stage.run(params, "toy")
     report = json.loads((tmp_path / "metrics/toy/export.json").read_text())
     assert report["passed"] and report["labels_agree"] and report["max_abs_diff"] <= 1e-5

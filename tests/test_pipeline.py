@@ -193,7 +193,7 @@ def test_a_single_key_reruns_only_the_stages_it_reaches(pipeline_run):
     assert marked(train__lr=0.002) == {f"train@{n}" for n in ADDED}
     # a label name: the figures, what is served (ONNX and serve name the classes) and the summary
     # (it reads the registry), never training
-    renamed = marked(datasets__usps__evaluate__label_names__1="zero")
+    renamed = marked(datasets__usps__label_names__1="zero")
     assert renamed == {"evaluate@usps", "export@usps", "summary"}
     # image entries only: the worst-images figure, and the SVM baseline
     assert marked(evaluate__n_worst=5) == {"evaluate@usps", "evaluate@digits"}

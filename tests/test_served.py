@@ -188,14 +188,17 @@ def test_tta_flag_is_redundant_on_a_model_that_serves_it(project, tmp_path):
 
 
 def test_renaming_a_label_reruns_export_and_evaluate_never_training():
-    """label_names and tta live in the evaluate section: the stages that read them are evaluate
-    and export (which serves what evaluate scores); training reads neither."""
+    """tta lives in the evaluate section, label_names with the entry (recipes/NAME/labels.yaml):
+    the stages that read them are evaluate and export (which serves what evaluate scores);
+    training reads neither."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     params = {name: stage["do"].get("params", []) for name, stage in stages.items()
               if "do" in stage}  # fmt: skip
     assert not [p for p in params["train"] if "evaluate" in str(p)]
     assert {"recipes/${key}/evaluate.yaml": None} in params["evaluate"]  # the whole recipe
-    assert {"recipes/${key}/evaluate.yaml": ["tta", "label_names"]} in params["export"]
+    assert {"recipes/${key}/evaluate.yaml": ["tta"]} in params["export"]
+    readers = {name for name, declared in params.items() if "labels.yaml" in str(declared)}
+    assert readers == {"evaluate", "export"}
     assert "models/${key}/serving.json" in stages["export"]["do"]["outs"]
 
 
@@ -205,15 +208,15 @@ def test_the_export_stage_serves_the_entrys_evaluate_settings(monkeypatch):
 
     image = View(modality="image", task="classification")
     tabular = View(modality="tabular", task="classification")
-    shared = View(tta=False, label_names={"1": "one"})
+    shared = View(tta=False)
     params = View(evaluate=shared, datasets=View(
-        usps=View(data=image, evaluate={"tta": True, "label_names": {"2": "two"}}),
-        plain=View(data=image, evaluate={}),
-        adult=View(data=tabular, evaluate={"tta": True, "label_names": None}),
+        usps=View(data=image, evaluate={"tta": True}, label_names={"2": "two"}),
+        plain=View(data=image, evaluate={}, label_names=None),
+        adult=View(data=tabular, evaluate={"tta": True}, label_names=None),
     ))  # fmt: skip
     usps = serving(params, "usps")
-    assert usps.tta and usps.label_names == {"1": "one", "2": "two"}  # merged as evaluate merges
-    assert serving(params, "plain") == inference.Serving(False, {"1": "one"})
+    assert usps.tta and usps.label_names == {"2": "two"}
+    assert serving(params, "plain") == inference.Serving(False, None)
     assert serving(params, "adult") == inference.Serving(False, None)  # TTA shifts images only
 
 

@@ -383,7 +383,8 @@ def _recipe_params(
     file: str, keys: list[str] | None, raw: dict, stage: str, problems: list[str]
 ) -> list[str]:
     """The params.yaml keys a recipe file stands for: recipes/NAME/SECTION.yaml (or some of its
-    keys) is the shared SECTION (or SECTION.key) with datasets.NAME.SECTION merged over it."""
+    keys) is the shared SECTION (or SECTION.key) with datasets.NAME.SECTION merged over it;
+    recipes/NAME/labels.yaml is datasets.NAME.label_names."""
     from tandem.config import OVERRIDABLE
 
     parts = file.split("/")
@@ -393,6 +394,8 @@ def _recipe_params(
         problems.append(f"stage {stage}: params file {file!r} is neither params.yaml nor a recipe")
         return []
     name, section = parts[1], parts[2].removesuffix(".yaml")
+    if section == "labels" and name in (raw.get("datasets") or {}) and not keys:
+        return [f"datasets.{name}.label_names"]  # the entry's label_names, written by resolve
     if section not in OVERRIDABLE or name not in (raw.get("datasets") or {}):
         problems.append(f"stage {stage}: {file!r} is no recipe of an entry's section")
         return []
@@ -732,7 +735,7 @@ def show(
 
     data = entry.data.model_dump(mode="json", exclude_defaults=True)
     lines = [f"# {name}: the effective settings (# own: the entry's override of the shared key)",
-             f"data: {flow(data)}"]  # fmt: skip
+             f"data: {flow(data)}", f"label_names: {flow(entry.label_names)}"]  # fmt: skip
     for section in OVERRIDABLE:
         own = getattr(entry, section) or {}
         lines.append(f"{section}:")

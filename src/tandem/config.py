@@ -108,9 +108,6 @@ class TrainParams(Section):
 class EvaluateParams(Section):
     n_worst: int = Field(ge=1, description="misclassified test images shown in the figure")
     tta: bool = Field(description="image entries: average the image and its 1-pixel shifts")
-    label_names: dict[str, str] | None = Field(
-        description="how figures show each label (USPS: '1'..'10' are digits 0..9); null: as is"
-    )
 
 
 class LinearParams(Section):
@@ -206,12 +203,18 @@ class DataSpec(Section):
 
 
 class DatasetEntry(Section):
-    """One entry of the registry: its data, and its overrides of each shared section ({} for
-    none). Every section is written out, even empty, because each stage declares only the parts
-    it reads (``datasets.NAME.data``, ``datasets.NAME.train``, ...) and DVC needs them present:
-    an override of ``train`` then reruns that entry's training and nothing upstream."""
+    """One entry of the registry: its data, how its labels are shown, and its overrides of each
+    shared section ({} for none). Every section is written out, even empty, because each stage
+    declares only the parts it reads (``datasets.NAME.data``, ``datasets.NAME.train``, ...) and
+    DVC needs them present: an override of ``train`` then reruns that entry's training and
+    nothing upstream. ``label_names`` is optional: the stages that show labels (evaluate,
+    export) read it through the entry's recipes/NAME/labels.yaml."""
 
     data: DataSpec
+    label_names: dict[str, str] | None = Field(
+        None, description="how each label is shown and served (USPS: '1'..'10' are the digits "
+        "0..9); null: as they are. Classification entries only"
+    )
     split: dict[str, Any]
     preprocess: dict[str, Any]
     train: dict[str, Any]
@@ -268,7 +271,7 @@ APPLIES: dict[str, dict[str, Any]] = {
     "preprocess": {"pca": _image, "numeric_imputer": _tabular, "min_frequency": _tabular,
                    "numeric_encoding": _tabular, "n_bins": _tabular},
     "train": {"augment": _image, "label_smoothing": _classifies},
-    "evaluate": {"n_worst": _image, "tta": _image_classifier, "label_names": _classifies},
+    "evaluate": {"n_worst": _image, "tta": _image_classifier},
     "baselines": {"svc": _image_classifier},
 }  # fmt: skip
 
@@ -427,6 +430,9 @@ class Params(Section):
                            else e["msg"].removeprefix("Value error, "))
                         for e in exc.errors()
                     ]  # fmt: skip
+            if entry.label_names is not None and entry.data.task != "classification":
+                problems.append(f"datasets.{name}.label_names: a regression entry has no labels "
+                                "to name; remove it")  # fmt: skip
             if "train" in resolved and "preprocess" in resolved:
                 problems += _modality_problems(name, entry.data, resolved)
         for section in ("cv", "tune"):

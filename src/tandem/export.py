@@ -15,7 +15,7 @@ probabilities), in one graph. Inputs are the raw columns:
 
 Outputs: ``probabilities`` (N, n_classes) float32 and ``label`` (N,) for a classifier, or
 ``prediction`` (N,) for a regressor. A classifier's classes are the served ones: named by
-``evaluate.label_names`` (USPS's "10" is the digit "9"), in natural order ("1", "2", ..., "10");
+the entry's ``label_names`` (USPS's "10" is the digit "9"), in natural order ("1", "2", ..., "10");
 the metadata's ``classes`` lists them in the order of the probabilities' columns, ``served``
 says ``"tta"`` or ``"plain"``. skl2onnx's own OneHotEncoder converter cannot map unknown
 categories onto the "infrequent" column (handle_unknown="infrequent_if_exist"), so tandem

@@ -6,11 +6,11 @@ and ``model/`` (the torch estimator: JSON + safetensors), and after the export s
 ``model.onnx`` and ``serving.json``. Loading never unpickles anything.
 
 ``serving.json`` (``Serving``) says what the directory serves beyond the trained network: the
-export stage writes it from the entry's evaluate section, the keys the evaluate stage scores
-with. An image classifier with ``evaluate.tta`` serves its test-time augmented network
+export stage writes it from the entry's evaluate section and label names, the keys the evaluate
+stage scores with. An image classifier with ``evaluate.tta`` serves its test-time augmented network
 (``models.ShiftAveraged``), in torch and in ``model.onnx`` alike, so that ``tandem predict``,
 ``tandem serve`` and eval.json's headline are one model; classes are named by
-``evaluate.label_names`` and listed in natural order ("1", "2", ..., "10"), as the figures show
+the entry's ``label_names`` and listed in natural order ("1", "2", ..., "10"), as the figures show
 them. A directory without it serves the plain network under the labels it was trained on.
 
 The same checks guard every route in (``tandem predict``, ``tandem serve``, the export parity

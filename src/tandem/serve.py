@@ -16,7 +16,7 @@ the artifact's DVC hash, what is served, classes, feature names, metrics, limits
 service. The model runs in onnxruntime from ``model.onnx`` or in torch from the saved
 estimator (``backend``); both load without pickle and serve the same model, the one
 eval.json's headline scores: test-time augmentation where the entry's ``evaluate.tta`` is on,
-classes named by ``evaluate.label_names`` in natural order (``tandem.inference.Serving``).
+classes named by the entry's ``label_names`` in natural order (``tandem.inference.Serving``).
 
 Bounds (``Limits``), so that one client cannot take the memory or the event loop from the
 others: the body is cut off at ``max_body_bytes`` (the Content-Length, then the bytes as they
