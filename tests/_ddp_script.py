@@ -2,7 +2,8 @@
 writes the history and probabilities as JSON, and the model. Options come as JSON in argv[2]:
 max_epochs, batch_size, dropout, weighted (random sample weights), patience, checkpoint,
 kill_after_epoch (rank 0 SIGKILLs itself in on_epoch_end, before that epoch's checkpoint),
-die_after_steps (rank 1 exits with code 3 after so many batches)."""
+die_after_steps (rank 1 exits with code 3 after so many batches), focal (FocalClassifier: the
+estimator's get_loss overridden)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from tandem import TorchClassifier
@@ -44,6 +46,14 @@ class DiesOnRank1(nn.Module):
         return self.inner(x)
 
 
+class FocalClassifier(TorchClassifier):
+    """The classifier with a focal loss (gamma 2): ``get_loss`` is the one override."""
+
+    def get_loss(self, y_pred, y_true, sample_weight):
+        log_p = torch.log_softmax(y_pred, dim=1).gather(1, y_true[:, None]).squeeze(1)
+        return (sample_weight * -((1 - log_p.exp()) ** 2) * log_p).sum()
+
+
 def data(options: dict):
     rng = np.random.RandomState(0)
     X = rng.normal(size=(300, 6)).astype("float32")
@@ -59,7 +69,8 @@ def estimator(options: dict) -> TorchClassifier:
         kwargs = {"module": "mlp", "module__hidden_sizes": (16,),
                   "module__dropout": options.get("dropout", 0.0)}  # fmt: skip
     callbacks = [KillAt(options["kill_after_epoch"])] if "kill_after_epoch" in options else []
-    return TorchClassifier(
+    cls = FocalClassifier if options.get("focal") else TorchClassifier
+    return cls(
         batch_size=options.get("batch_size", 32), max_epochs=options.get("max_epochs", 5),
         lr=0.01, random_state=0, validation_fraction=0.2, device=options.get("device", "cpu"),
         patience=options.get("patience"), checkpoint=options.get("checkpoint"),

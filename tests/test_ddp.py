@@ -58,6 +58,19 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(tmp_path):
     assert (tmp_path / "ddp.model" / "weights.safetensors").is_file()  # written once, by rank 0
 
 
+def test_an_overridden_get_loss_gives_two_ranks_the_one_process_fit(tmp_path):
+    """A subclass's focal loss (``get_loss``) under DDP: each rank's share is weighed and scaled
+    as the built-in loss is, so two ranks still equal one process (MLP, no dropout)."""
+    options = {"batch_size": 47, "weighted": True, "focal": True}
+    out = tmp_path / "ddp.json"
+    proc = torchrun(out, options)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    focal = json.loads(out.read_text())
+    assert_same_fit(focal, single(options))
+    plain = single({**options, "focal": False})
+    assert abs(focal["history"][0]["train_loss"] - plain["history"][0]["train_loss"]) > 0.1
+
+
 @pytest.mark.slow
 def test_early_stopping_and_a_checkpoint_resumed_after_a_kill(tmp_path):
     options = {"max_epochs": 30, "patience": 2, "checkpoint": str(tmp_path / "ckpt.pt")}

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tandem import data, evaluation, features, io, training
+from tandem import data, evaluation, features, io
 from tandem.estimators import TorchClassifier, TorchRegressor
 
 PREPROCESSOR = "preprocessor.skops"
@@ -163,16 +163,13 @@ class Pipeline:
         if self.by_columns:
             return None
         params = self.estimator.get_params(deep=False)
-        if params.get("augment__shape") is not None:  # the pipeline records every image entry's
-            channels, height, width = training.image_shape(
-                len(self.feature_names), params["augment__shape"]
-            )
-            return channels, height, width
-        if params.get("module__image_shape") is not None:
-            height, width = params["module__image_shape"]
-            return int(params.get("module__in_channels", 1)), int(height), int(width)
-        side = math.isqrt(len(self.feature_names))
-        return (1, side, side) if side * side == len(self.feature_names) and side >= 4 else None
+        given = {"augment__shape", "module__image_shape"} & {k for k, v in params.items() if v}
+        try:  # the pipeline records every image entry's augment__shape
+            return self.estimator.image_shape(len(self.feature_names))
+        except ValueError:
+            if given:
+                raise
+            return None  # no image: not a square of at least 4x4
 
     @property
     def is_image(self) -> bool:

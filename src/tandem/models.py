@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,29 +65,42 @@ def _choice(kind: str, value: str, options: Sequence[str]) -> str:
     raise ValueError(f"Unknown {kind} {value!r}; choose one of {sorted(options)}.{hint}")
 
 
+def keyword_arguments(fn: Any, skip: Collection[str] = ()) -> list[str] | None:
+    """The keyword arguments a class or callable takes, less ``skip``; None when it takes
+    ``**kwargs`` (anything) or has no signature to read. The one place signatures are read."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return [
+        name
+        for name, p in params.items()
+        if name not in skip and p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY)
+    ]
+
+
+def accepts(fn: Any, name: str) -> bool:
+    """Whether ``fn`` can be called with the keyword argument ``name``."""
+    names = keyword_arguments(fn)
+    return names is None or name in names
+
+
 def module_arguments(name: str) -> list[str] | None:
     """The keyword arguments module ``name`` accepts (``module__<arg>``); None: any (``**kw``)."""
     _choice("module", name, list(_REGISTRY))
-    params = inspect.signature(_REGISTRY[name]).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return None
-    return [p for p in params if p not in ("n_features", "n_outputs")]
+    return keyword_arguments(_REGISTRY[name], ("n_features", "n_outputs"))
 
 
 def build_module(name: str, n_features: int, n_outputs: int, **kwargs) -> nn.Module:
     """Build the registered module ``name`` for ``n_features`` inputs and ``n_outputs`` outputs."""
-    _choice("module", name, list(_REGISTRY))
-    builder = _REGISTRY[name]
-    params = inspect.signature(builder).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        valid = [p for p in params if p not in ("n_features", "n_outputs")]
-        for key in kwargs:  # a misspelt module__* argument names itself and the nearest valid one
-            if key not in valid:
-                hint = nearest_hint(key, valid)
-                raise ValueError(
-                    f"Unknown argument {key!r} for module {name!r}; valid: {valid}.{hint}"
-                )
-    return builder(int(n_features), int(n_outputs), **kwargs)
+    valid = module_arguments(name)
+    for key in kwargs if valid is not None else ():
+        if key not in valid:  # a misspelt module__* argument names itself and the nearest valid one
+            hint = nearest_hint(key, valid)
+            raise ValueError(f"Unknown argument {key!r} for module {name!r}; valid: {valid}.{hint}")
+    return _REGISTRY[name](int(n_features), int(n_outputs), **kwargs)
 
 
 def make_activation(name: str) -> nn.Module:
@@ -131,6 +145,20 @@ def image_dims(
             f"{n_features} features (each side must be at least 4)"
         )
     return int(channels), height, width
+
+
+def image_shape(n_features: int, shape: Sequence[int] | None = None) -> tuple[int, int, int]:
+    """(channels, height, width) of flat image rows: ``shape`` as (H, W) or (C, H, W), else a
+    square one-channel image (256 features -> 1 x 16 x 16)."""
+    channels, dims = 1, None if shape is None else [int(d) for d in shape]
+    if dims is not None and len(dims) == 3:
+        channels, dims = dims[0], dims[1:]
+    if dims is not None and len(dims) != 2:
+        raise ValueError(f"image shape {list(shape)} must be [height, width] or [c, h, w]")
+    return image_dims(
+        n_features, dims, channels,
+        hint="give the image shape (augment__shape=[height, width] or [channels, height, width])",
+    )  # fmt: skip
 
 
 class Reshape(nn.Module):

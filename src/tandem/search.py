@@ -20,7 +20,6 @@ the estimator's own names and are prefixed here.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,7 +41,8 @@ from sklearn.model_selection import (
 from sklearn.pipeline import Pipeline
 
 from tandem import models, training
-from tandem.estimators import AUGMENTS, CRITERIA, OPTIMIZERS, ROUTED_PREFIXES, _TorchEstimator
+from tandem.estimators import AUGMENTS, ROUTED_PREFIXES, TorchEstimatorBase
+from tandem.estimators.tables import SUPPLIED, TABLES
 from tandem.evaluation import save_figure
 from tandem.models import nearest_hint
 
@@ -52,18 +52,6 @@ SCHEDULER_ENV = "TANDEM_DASK_SCHEDULER"
 STEP = "model"  # the torch estimator's step in a search pipeline
 PREPROCESS_STEP = "preprocess"
 DISTRIBUTIONS = ("uniform", "loguniform", "randint")
-# arguments a routed prefix never takes from the user: tandem passes them itself
-_SUPPLIED = {
-    "optimizer": {"self", "params", "lr"},
-    "criterion": {"self", "reduction", "size_average", "reduce"},
-    "lr_schedule": {"self", "optimizer", "max_lr", "total_steps", "T_max"},
-}
-_SCHEDULES = {
-    "onecycle": torch.optim.lr_scheduler.OneCycleLR,
-    "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
-}
-
-
 class SearchSpaceError(ValueError):
     """The search space (or the fixed estimator params) names or gives something invalid."""
 
@@ -73,21 +61,6 @@ class SearchFailedError(ValueError):
 
 
 # --------------------------------------------------------------------------- names
-def _arguments(fn: Any, skip: set[str]) -> list[str] | None:
-    """Keyword arguments of a class or callable; None when it takes ``**kwargs`` (anything)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return None
-    return [
-        name
-        for name, p in params.items()
-        if name not in skip and p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY)
-    ]
-
-
 def _augment_arguments(spec: Any) -> list[str]:
     """``augment__*`` names: with no augmentation only the image shape (it also serves TTA)."""
     if spec is None:
@@ -108,8 +81,8 @@ def _routed_arguments(prefix: str, spec: Any) -> list[str] | None:
             return models.module_arguments(spec)
         if isinstance(spec, torch.nn.Module):
             return []  # a ready-made module takes no module__* arguments
-        return _arguments(spec, {"n_features", "n_outputs"})
-    table = {"optimizer": OPTIMIZERS, "criterion": CRITERIA, "lr_schedule": _SCHEDULES}[prefix]
+        return models.keyword_arguments(spec, SUPPLIED["module"])
+    table = TABLES[prefix]
     if spec is None:
         return []  # no schedule: lr_schedule__* has nothing to go to
     if isinstance(spec, str):
@@ -119,7 +92,7 @@ def _routed_arguments(prefix: str, spec: Any) -> list[str] | None:
                 + nearest_hint(spec, list(table))
             )
         spec = table[spec]
-    return _arguments(spec, _SUPPLIED[prefix])
+    return models.keyword_arguments(spec, SUPPLIED[prefix])
 
 
 def estimator_param_names(
@@ -131,7 +104,7 @@ def estimator_param_names(
     the values a search will try; a routed name is valid only if every candidate accepts it. A
     candidate that takes ``**kwargs`` accepts anything, shown as ``module__*``.
     """
-    if not isinstance(estimator, _TorchEstimator):
+    if not isinstance(estimator, TorchEstimatorBase):
         return sorted(estimator.get_params(deep=True))
     params = estimator.get_params(deep=False)
     names = sorted(k for k in params if "__" not in k)

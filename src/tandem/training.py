@@ -1,4 +1,6 @@
-"""The epoch loop, devices, seeding and callbacks.
+"""The training loop's parts: batches, the weighted loss, weight averaging and scores; devices,
+seeding, data-parallel processes, augmentation and callbacks. The loop itself is the estimator's
+(``tandem.estimators.loop``), as overridable steps.
 
 Why a hand-written loop: the data of an sklearn ``fit`` is already in memory, so it is moved to the
 device once, shuffled by an index permutation and sliced into batches. There is no per-row
@@ -14,8 +16,7 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -193,20 +194,6 @@ def seed_from(random_state: Any) -> int:
 
 
 # --------------------------------------------------------------------------- image augmentation
-def image_shape(n_features: int, shape: Sequence[int] | None = None) -> tuple[int, int, int]:
-    """(channels, height, width) of flat image rows: ``shape`` as (H, W) or (C, H, W), else a
-    square one-channel image (256 features -> 1 x 16 x 16)."""
-    channels, dims = 1, None if shape is None else [int(d) for d in shape]
-    if dims is not None and len(dims) == 3:
-        channels, dims = dims[0], dims[1:]
-    if dims is not None and len(dims) != 2:
-        raise ValueError(f"image shape {list(shape)} must be [height, width] or [c, h, w]")
-    return models.image_dims(
-        n_features, dims, channels,
-        hint="give the image shape (augment__shape=[height, width] or [channels, height, width])",
-    )  # fmt: skip
-
-
 @dataclass(frozen=True)
 class Augment:
     """Random affine transforms (and optionally elastic distortion) of a batch of flat image rows,
@@ -280,7 +267,7 @@ class Callback(Protocol):
     """
 
 
-def _call(callbacks: Iterable[Any], hook: str, *args: Any) -> bool:
+def call(callbacks: Iterable[Any], hook: str, *args: Any) -> bool:
     stop = False
     for cb in callbacks:
         fn = getattr(cb, hook, None)
@@ -317,7 +304,7 @@ class PrintLog:
         print(" ".join(parts), flush=True)
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- the loop's parts
 @dataclass
 class Batch:
     """Tensors of one data set, already on the device. ``w`` holds per-sample weights."""
@@ -373,181 +360,6 @@ def predict_raw(module: nn.Module, X: torch.Tensor, batch_size: int = EVAL_BATCH
     return torch.cat(outs) if outs else X.new_zeros((0,))
 
 
-@torch.inference_mode()
-def evaluate(module, criterion, data: Batch, score: Callable) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted mean loss and the weighted score on ``data`` (both stay on the device)."""
-    out = predict_raw(module, data.X).float()
-    loss = weighted_loss(criterion, out, data.y, data.w) / data.w.sum().clamp_min(1e-12)
-    return loss, score(out, data.y, data.w)
-
-
-def train_epochs(
-    module: nn.Module,
-    *,
-    train: Batch,
-    valid: Batch | None,
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    batch_size: int,
-    epochs: Sequence[int],
-    patience: int | None,
-    generator: torch.Generator,
-    score: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-    score_name: str,
-    callbacks: Sequence[Any] = (),
-    estimator: Any = None,
-    forward: Callable | None = None,
-    amp: bool = False,
-    resume: dict | None = None,
-    checkpoint: Callable[[dict], None] | None = None,
-    dist: Distributed | None = None,
-    augment: Augment | None = None,
-    ema: float | None = None,
-    seed: int = 0,
-) -> tuple[list[dict], int | None]:
-    """Train ``module`` for the given epoch numbers; return (history records, best epoch).
-
-    With ``patience`` set, training stops once the monitored loss (validation loss, or the
-    training loss when there is no validation set) has not improved for ``patience`` epochs,
-    and the weights of the best epoch are restored.
-
-    ``checkpoint`` is called after every epoch with the loop's own state (history, early-stopping
-    bookkeeping); the caller adds what it owns (weights, optimizer, RNG) and stores it. Such a
-    state handed back as ``resume`` continues the loop where it stopped: its records are replayed
-    to the callbacks first, so loggers see every epoch once.
-
-    Data parallel (``dist``, under torchrun; ``forward`` is then the DDP-wrapped module): every
-    rank holds all rows and draws the same permutation, and rank r takes rows r, r+W, ... of
-    each global batch of ``batch_size`` rows. Its loss is divided by the whole batch's weight
-    over W, so DDP's mean of the ranks' gradients is the single-process gradient for a module
-    whose rows do not interact and that draws no randomness (an MLP without dropout: tested to
-    1e-5). BatchNorm (SyncBatchNorm on CUDA, per-rank statistics on the CPU:
-    ``sync_batchnorm``), dropout and augmentation, drawn per rank, make DDP another random run
-    of the same recipe, not the same run: a test holds USPS's recipe to one process's accuracy.
-    Validation
-    runs on every rank (same weights, same data, same numbers); callbacks and ``checkpoint``
-    run on rank 0 only, and its decision to stop is broadcast.
-
-    ``augment`` transforms each training batch on the device, from a generator seeded by
-    (``seed``, epoch, rank), so a resumed run draws what the uninterrupted one drew; under DDP
-    the same seed also restarts each rank's own dropout stream every epoch. ``ema``
-    keeps an exponential moving average of the weights, updated after every step; validation,
-    early stopping and the final module use the averaged weights.
-    """
-    forward = forward or module
-    rank, world = (0, 1) if dist is None else (dist.rank, dist.world_size)
-    main = rank == 0
-    device = train.X.device
-    n = len(train)
-    bs = max(1, min(int(batch_size), n))
-    steps = n_steps(n, bs, world)
-    total_w = float(train.w.sum())
-    if not total_w > 0:  # e.g. every weighted row fell into the validation slice
-        raise ValueError("sample_weight sums to zero over the training rows; nothing to learn from")
-    history: list[dict] = []
-    best_loss, best_epoch, best_state, bad = float("inf"), None, None, 0
-    use_amp = amp and device.type == "cuda"
-    callbacks = callbacks if main else ()
-    checkpoint = checkpoint if main else None
-    _call(callbacks, "on_train_begin", estimator)
-    try:
-        average = None if ema is None else WeightAverage(module, ema)
-        if resume is not None:
-            history = [dict(record) for record in resume["history"]]
-            best_loss, best_epoch, bad = resume["best_loss"], resume["best_epoch"], resume["bad"]
-            best_state = resume["best_state"]
-            if average is not None and resume.get("ema") is not None:
-                average.state = resume["ema"]
-            for record in history:
-                _call(callbacks, "on_epoch_end", estimator, record)
-        for epoch in epochs:
-            start = time.perf_counter()
-            module.train()
-            order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
-            epoch_seed = (seed * 1_000_003 + epoch * 1_009 + rank) % 2**63
-            if world > 1:  # each rank its own dropout masks, the same again after a resume
-                torch.manual_seed(epoch_seed)
-            if augment is not None:
-                augment_rng = torch.Generator(device=device).manual_seed(epoch_seed)
-            loss_sum = torch.zeros((), device=device)
-            seen_w = torch.zeros((), device=device)  # the weight of the rows this epoch trained on
-            lr = optimizer.param_groups[0]["lr"]
-            for step in range(steps):
-                idx = order[step * bs : (step + 1) * bs]
-                if world > 1:  # this rank's share; the loss is scaled by the whole batch's weight
-                    weight = train.w[idx].sum() / world
-                    idx = idx[rank::world]
-                xb, yb, wb = train.X[idx], train.y[idx], train.w[idx]
-                if world == 1:
-                    weight = wb.sum()
-                if augment is not None:
-                    xb = augment(xb, augment_rng)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = forward(xb)
-                batch_loss = weighted_loss(criterion, out.float(), yb, wb)
-                loss = batch_loss / weight.clamp_min(1e-12)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                if average is not None:
-                    average.update((epoch - 1) * steps + step)
-                loss_sum += batch_loss.detach()
-                seen_w += weight.detach() * world  # every rank adds the whole batch's weight
-            if world > 1:  # one collective per epoch: the training loss over all ranks' rows
-                torch.distributed.all_reduce(loss_sum)
-            train_loss = float(loss_sum) / max(float(seen_w), 1e-12)
-            record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
-            with average.applied() if average is not None else contextlib.nullcontext():
-                if valid is not None and len(valid):
-                    v_loss, v_score = evaluate(module, criterion, valid, score)
-                    record["valid_loss"] = float(v_loss)
-                    record[f"valid_{score_name}"] = float(v_score)
-                if patience is not None:  # the weights early stopping would keep (a copy)
-                    state_now = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            record["lr"] = float(lr)
-            record["seconds"] = time.perf_counter() - start
-            _check_finite(record, epoch)  # before callbacks, checkpoint or best-state bookkeeping
-            history.append(record)
-            monitored = record.get("valid_loss", record["train_loss"])
-            stop = False
-            if patience is not None:
-                if monitored < best_loss:
-                    best_loss, best_epoch, bad = monitored, epoch, 0
-                    best_state = state_now
-                else:
-                    bad += 1
-                    stop = bad >= patience
-            stop = _call(callbacks, "on_epoch_end", estimator, record) or stop
-            if world > 1:  # rank 0's callbacks may stop training: every rank follows it
-                flag = torch.tensor([float(stop)], device=device)
-                torch.distributed.broadcast(flag, src=0)
-                stop = bool(flag.item())
-            if checkpoint is not None:
-                checkpoint(
-                    {
-                        "history": history,
-                        "best_loss": best_loss,
-                        "best_epoch": best_epoch,
-                        "best_state": best_state,
-                        "bad": bad,
-                        "stopped": stop,
-                        "ema": None if average is None else average.state,
-                    }
-                )
-            if stop:
-                break
-        if best_state is not None:
-            module.load_state_dict(best_state)
-        elif average is not None:
-            module.load_state_dict(average.state)
-    finally:  # every exit, an error included, ends the callbacks (a progress bar stops)
-        _call(callbacks, "on_train_end", estimator)
-    return history, best_epoch
-
-
 class WeightAverage:
     """An exponential moving average of a module's floating-point state (weights and BatchNorm
     statistics), updated in place on the device after every optimizer step; no host sync. The
@@ -588,7 +400,7 @@ class WeightAverage:
             self.module.load_state_dict(live)
 
 
-def _check_finite(record: dict, epoch: int) -> None:
+def check_finite(record: dict, epoch: int) -> None:
     """Stop with an error naming the epoch when a loss is NaN or infinite (a diverged model
     must not be saved, and its metrics would be null)."""
     for key in ("train_loss", "valid_loss"):
