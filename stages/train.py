@@ -46,7 +46,7 @@ def build_estimator(p, spec, n_rows: int, callbacks=(), checkpoint=None):
         lr_schedule=p.lr_schedule, device=p.device, amp=p.amp, compile=p.compile,
         random_state=p.seed, callbacks=list(callbacks), checkpoint=checkpoint, ema=p.ema,
         augment=None if p.augment is None else "affine", optimizer__weight_decay=p.weight_decay,
-        **routed,
+        init_weights=p.init_weights, freeze=p.freeze, **routed,
     )  # fmt: skip
     if spec.task == "classification":
         return TorchClassifier(**kwargs, criterion__label_smoothing=p.label_smoothing)

@@ -152,8 +152,8 @@ def first_pipeline_run(tmp: Path) -> PipelineRun:
     env = offline_env(tmp / "openml-cache")
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())["datasets"]
     entries = {k: defaults[k] for k in DEFAULT} | NEW_ENTRIES
-    for name in DEFAULT:  # the entry's own recipe (USPS's augmentation, EMA, ...), SMALL's length
-        entries[name]["train"] |= {"max_epochs": SMALL["train"]["max_epochs"]}
+    for name in DEFAULT:  # the entry's own recipe (USPS's CNN, augmentation, EMA), SMALL's length
+        entries[name]["train"] |= {"module": "auto", "max_epochs": SMALL["train"]["max_epochs"]}
     repo = make_project(tmp / "repo", env, entries)
     write_sources(repo)
     run(

@@ -278,3 +278,27 @@ def test_a_recipe_holds_what_reaches_the_entry_and_nothing_else():
     with pytest.raises(AttributeError, match="not declared"):
         _ = served.n_worst
     assert usps.model_copy(update={"seed": 3}).seed == 3  # the ensemble's members
+
+
+def test_init_weights_is_a_safetensors_source_and_its_hash_is_in_the_recipe(tmp_path, monkeypatch):
+    from tandem.config import recipe
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for bad in ("models/usps/model/weights.safetensors", "data/sources/weights/usps.pt",
+                "data/sources/weights/../../x.safetensors"):  # fmt: skip
+        raw["datasets"]["usps"]["train"]["init_weights"] = bad
+        with pytest.raises(ParamsError, match="must be a .safetensors file under data/sources"):
+            validate(raw)
+    raw["datasets"]["usps"]["train"] |= {"init_weights": "data/sources/weights/u.safetensors",
+                                         "freeze": ["1", "2"]}  # fmt: skip
+    params = validate(raw)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamsError, match="train.init_weights: cannot read"):
+        recipe(params, "usps", "train")
+    (tmp_path / "data/sources/weights").mkdir(parents=True)
+    (tmp_path / "data/sources/weights/u.safetensors").write_bytes(b"one")
+    first = recipe(params, "usps", "train").as_dict()
+    (tmp_path / "data/sources/weights/u.safetensors").write_bytes(b"two")
+    assert recipe(params, "usps", "train").init_weights_sha256 != first["init_weights_sha256"]
+    assert first["freeze"] == ["1", "2"] and "init_weights_sha256" not in recipe(
+        params, "adult", "train").as_dict()  # fmt: skip

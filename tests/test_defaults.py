@@ -37,6 +37,8 @@ def pairs() -> dict[str, tuple[object, object]]:
         "augment": (train.augment, ESTIMATOR["augment"]),
         "ema": (train.ema, ESTIMATOR["ema"]),
         "seed": (train.seed, ESTIMATOR["random_state"]),
+        "init_weights": (train.init_weights, ESTIMATOR["init_weights"]),
+        "freeze": (train.freeze, ESTIMATOR["freeze"]),
         "weight_decay": (train.weight_decay, 0.0),  # Adam's, the estimator's optimizer
         "label_smoothing": (train.label_smoothing, 0.0),  # CrossEntropyLoss's
         "module_kwargs.mlp.hidden_sizes": (tuple(mlp.get("hidden_sizes", ())),

@@ -501,3 +501,62 @@ def test_sigkill_while_writing_outputs_leaves_them_whole(second):
     assert "train@usps" in stages
     status = run(["dvc", "status"], b, env_b).stdout
     assert "changed" not in status, status
+
+
+def test_fine_tuning_from_uspss_weights_beats_training_from_scratch(pipeline_run):
+    """Transfer learning in the pipeline: USPS's trained CNN is written out (`tandem weights`),
+    tracked under data/sources/weights/, and starts a new entry of sklearn's 8x8 digits (PNGs,
+    resized to 16x16 by the fetch stage; 30 per class train, 15 are held out), its first block
+    frozen. The same recipe from scratch, at equal epochs, scores lower on the held-out images;
+    the fine-tuned model is exported, and predict serves it."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    repo, env = pipeline_run.repo, pipeline_run.env
+    weights = "data/sources/weights/usps.safetensors"
+    run(["tandem", "weights", "--dataset", "usps", "-o", weights], repo, env)
+    digits, per_class = load_digits(), {}
+    for image, digit in zip(digits.images, digits.target, strict=True):
+        if per_class.setdefault(digit, 0) < 45:  # labelled as USPS labels them: "1" is a 0
+            per_class[digit] += 1
+            folder = repo / f"data/sources/images/digits16/{digit + 1}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = (image * 255 / 16).astype("uint8")
+            Image.fromarray(pixels, mode="L").save(folder / f"{per_class[digit]:02d}.png")
+    run(["dvc", "add", "-q", weights, "data/sources/images/digits16"], repo, env)
+    usps = pipeline_run.entries["usps"]
+    recipe = {"module": "auto", "module_kwargs": usps["train"]["module_kwargs"],
+              "max_epochs": 10, "lr": 0.003}  # fmt: skip
+    entry = {"data": {"source": "images", "path": "data/sources/images/digits16",
+                      "target": "digit", "task": "classification", "modality": "image",
+                      "image_shape": [16, 16], "channels": 1},
+             "label_names": usps["label_names"], "split": {"test_size": 1 / 3},
+             "preprocess": {"scaler": "none"}, "evaluate": {}, "baselines": {}}  # fmt: skip
+    tuned = {**recipe, "init_weights": weights, "freeze": ["1", "2", "4", "5"]}
+    set_params(repo, datasets__tuned={**entry, "train": tuned},
+               datasets__scratch={**entry, "train": recipe})  # fmt: skip
+    try:
+        ran = repro(repo, env)
+        assert {"train@tuned", "train@scratch", "export@tuned"} <= ran
+        assert not {s for s in ran if s.endswith("@usps")} - {"resolve@usps"}
+        scores = {n: json.loads((repo / f"metrics/{n}/eval.json").read_text())["accuracy"]
+                  for n in ("tuned", "scratch")}  # fmt: skip
+        print(f"held-out accuracy (150 images): {scores}")
+        assert scores["tuned"] > scores["scratch"], scores
+        recipe_file = yaml.safe_load((repo / "recipes/tuned/train.yaml").read_text())
+        assert len(recipe_file["init_weights_sha256"]) == 64
+        assert json.loads((repo / "metrics/tuned/export.json").read_text())["passed"]
+        out = repo / "sevens.csv"  # folder "8" holds sevens, served under their label name
+        run(["tandem", "predict", "--dataset", "tuned", "data/sources/images/digits16/8", "-o",
+             str(out)], repo, env)  # fmt: skip
+        assert (pd.read_csv(out, dtype={"prediction": str})["prediction"] == "7").mean() > 0.8
+        # a new weights file retrains only the entry that starts from it
+        run(["tandem", "weights", "--dataset", "scratch", "-o", weights], repo, env)
+        run(["dvc", "add", "-q", weights], repo, env)
+        run(["dvc", "repro", "resolve"], repo, env)
+        status = json.loads(run(["dvc", "status", "--json"], repo, env).stdout)
+        assert {s for s in status if s.startswith("train@")} == {"train@tuned"}
+    finally:  # back to the committed run for any test after this one
+        run(["git", "checkout", "--", "."], repo, env)
+        run(["git", "clean", "-fdq", "data/sources", "recipes"], repo, env)
+        run(["dvc", "checkout", "-q"], repo, env, check=False)

@@ -430,3 +430,33 @@ def test_a_fitted_estimator_exports_weights_another_one_starts_from(tmp_path):
     assert transfer.skipped == {} and transfer.unused == []
     for name, tensor in first.module_.state_dict().items():
         assert torch.equal(second.module_.state_dict()[name], tensor), name
+
+
+def test_an_estimator_starts_from_weights_and_keeps_frozen_parts_fixed(tmp_path):
+    """``init_weights`` + ``freeze`` on the estimator: the first block (conv and BatchNorm, with
+    its running statistics) stays exactly as loaded through fit, save/load and partial_fit;
+    the rest trains; a head of another size is reported and left as initialised."""
+    from tandem import TorchClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 64)).astype(np.float32)
+    y = (X[:, :32].sum(axis=1) > 0).astype(int) + (X[:, 0] > 1)
+    cnn = dict(module="cnn", module__channels=[4, 8], module__hidden=16, max_epochs=2,
+               batch_size=32, random_state=0)  # fmt: skip
+    TorchClassifier(**cnn).fit(X, y).save(tmp_path / "source")
+    write_weights(tmp_path / "source", tmp_path / "w.safetensors")
+    loaded = read_weights(tmp_path / "w.safetensors")
+    est = TorchClassifier(**cnn, init_weights=str(tmp_path / "w.safetensors"), freeze=["1", "2"])
+    est.fit(X, (y > 0).astype(int))  # two classes: the head's last layer has another shape
+    state = est.module_.state_dict()
+    for name in ("1.weight", "2.weight", "2.bias", "2.running_mean", "2.running_var"):
+        assert torch.equal(state[name].cpu(), loaded[name]), name
+    assert not torch.equal(state["4.weight"].cpu(), loaded["4.weight"])  # trained
+    last = max(k for k in state if k.endswith(".weight") and state[k].dim() == 2)
+    assert last in est.transfer_.skipped and "shape" in est.transfer_.skipped[last]
+    est.save(tmp_path / "tuned")
+    again = TorchClassifier.load(tmp_path / "tuned")
+    again.partial_fit(X, (y > 0).astype(int))
+    assert torch.equal(again.module_.state_dict()["1.weight"].cpu(), loaded["1.weight"])
+    with pytest.raises(ValueError, match="never loaded"):
+        TorchClassifier(**cnn, init_weights=str(tmp_path / "w.pt")).fit(X, y)

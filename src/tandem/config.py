@@ -22,6 +22,10 @@ from pydantic import (
 )
 
 
+SOURCES = "data/sources"  # local sources: data/sources/<source>/..., a dep of every fetch stage
+WEIGHTS = f"{SOURCES}/weights"  # weights files for train.init_weights: a dep of every resolve
+
+
 class ParamsError(ValueError):
     """params.yaml or an override is wrong; the message names every offending key."""
 
@@ -96,6 +100,28 @@ class TrainParams(Section):
     augment: AugmentParams | None = Field(description="image entries: augmentation; null: off")
     ema: float | None = Field(gt=0, lt=1, description="EMA decay of the weights; null: off")
     label_smoothing: float = Field(ge=0, lt=1)
+    init_weights: str | None = Field(
+        description="transfer learning: a .safetensors file under data/sources/weights/ whose "
+        "tensors start the network where names and shapes match; null: a fresh network"
+    )
+    freeze: list[str] | None = Field(
+        description="parameter-name prefixes kept fixed while training (e.g. ['1', '2'], the "
+        "cnn's first conv and BatchNorm); null: none"
+    )
+
+    @field_validator("init_weights")
+    @classmethod
+    def _a_weights_source(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        path = PurePosixPath(value)
+        if ".." in path.parts or not value.startswith(f"{WEIGHTS}/") or path.suffix != ".safetensors":
+            raise ValueError(
+                f"{value!r} must be a .safetensors file under {WEIGHTS}/ (tracked like the other "
+                "local sources; a pickle is never loaded). `tandem weights --dataset NAME -o "
+                f"{WEIGHTS}/NAME.safetensors` writes an entry's trained weights there"
+            )
+        return value
 
     @field_validator("batch_size")
     @classmethod
@@ -150,7 +176,6 @@ OVERRIDABLE: dict[str, type[Section]] = {
 }
 
 
-SOURCES = "data/sources"  # local sources: data/sources/<source>/..., a dep of every fetch stage
 
 
 class DataSpec(Section):
@@ -293,8 +318,9 @@ class Recipe:
         if key not in self._values:
             raise AttributeError(f"{self._section}.{key} is not declared by this stage")
         value = self._values[key]
-        if value is None or key == "module_kwargs" or self._typed is None:
-            return value
+        typed = self._typed
+        if value is None or key == "module_kwargs" or typed is None or key not in typed.model_fields:
+            return value  # a computed key (a file's hash), or the stage's view of some keys
         return getattr(self._typed, key)  # nested sections stay typed (augment, linear, ...)
 
     def model_copy(self, *, update: dict[str, Any]) -> Recipe:
@@ -327,7 +353,19 @@ def recipe(params: Any, name: str, section: str) -> Recipe:
     if "module_kwargs" in values and "module" in values:
         used = module_name(typed or SimpleNamespace(**values), data)
         values["module_kwargs"] = {used: values["module_kwargs"].get(used, {})}
+    if values.get("init_weights") is not None:  # its content: a new file reruns the entry
+        values["init_weights_sha256"] = file_sha256(values["init_weights"], "train.init_weights")
     return Recipe(section, values, typed)
+
+
+def file_sha256(path: str, key: str) -> str:
+    """The sha256 of a file a param names, or a ParamsError naming the param."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ParamsError(f"{key}: cannot read {path!r} ({exc.strerror or exc})") from None
 
 
 class CVParams(Section):

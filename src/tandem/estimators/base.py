@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 import time
 from typing import Any
 
@@ -51,6 +52,8 @@ class TorchEstimatorBase(Building, TrainingSteps, Persistence, BaseEstimator):
         checkpoint: str | None = None,
         augment: str | None = None,
         ema: float | None = None,
+        init_weights: str | None = None,
+        freeze: list[str] | None = None,
         **kwargs: Any,
     ):
         self.module = module
@@ -71,6 +74,8 @@ class TorchEstimatorBase(Building, TrainingSteps, Persistence, BaseEstimator):
         self.checkpoint = checkpoint
         self.augment = augment
         self.ema = ema
+        self.init_weights = init_weights
+        self.freeze = freeze
         self._routed = dict(kwargs)
 
     # ------------------------------------------------------------------ params and routing
@@ -194,6 +199,7 @@ class TorchEstimatorBase(Building, TrainingSteps, Persistence, BaseEstimator):
         the module's initialisation first."""
         if first:
             self.module_ = self._place(self.build_module(X.shape[1], self.n_outputs_))
+            self.transfer_ = self.start_from_weights(self.module_)
         if first or self.optimizer_ is None:  # None: a loaded model trains on
             self.optimizer_ = self.build_optimizer(self.module_)
         if partial:  # partial_fit: one pass over all of the data given
@@ -291,3 +297,10 @@ def check_hyperparams(est: TorchEstimatorBase) -> None:
         raise bad("validation_fraction", "a number in [0, 1)")
     if est.ema is not None and not (number(est.ema) and 0 < est.ema < 1):
         raise bad("ema", "None or a decay in (0, 1), e.g. 0.999")
+    if est.init_weights is not None and not isinstance(est.init_weights, str | os.PathLike):
+        raise bad("init_weights", "None or the path of a .safetensors file")
+    freeze = est.freeze
+    if freeze is not None and (
+        isinstance(freeze, str) or not all(isinstance(p, str) for p in freeze)
+    ):
+        raise bad("freeze", "None or a list of parameter-name prefixes, e.g. ['1', '2']")

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tandem import models, training
+from tandem import models, training, weights
 from tandem.estimators.tables import AUGMENTS, SCHEDULES, choose
 from tandem.models import nearest_hint
 
@@ -45,6 +45,23 @@ class Building:
             f"module must be a registered name {models.registered_modules()}, an nn.Module "
             f"class or a callable returning one; got {spec!r}"
         )
+
+    def start_from_weights(self, module: nn.Module) -> weights.Transfer | None:
+        """Transfer learning, on a freshly built module: ``init_weights`` (a .safetensors file)
+        loaded by name where the shapes match, the rest left as initialised and reported
+        (``transfer_``); then the parameters under ``freeze``'s prefixes fixed, and their
+        modules kept in eval mode while training (BatchNorm statistics stay as loaded)."""
+        transfer = None
+        if self.init_weights is not None:
+            transfer = weights.load_matching(module, self.init_weights)
+        self._freeze(module)
+        return transfer
+
+    def _freeze(self, module: nn.Module) -> None:
+        self.frozen_modules_ = []
+        if self.freeze:
+            weights.freeze(module, list(self.freeze))
+            self.frozen_modules_ = weights.frozen_modules(module, list(self.freeze))
 
     def build_criterion(self) -> nn.Module:
         """The loss, per row (``reduction='none'``): ``get_loss`` weighs and sums it."""

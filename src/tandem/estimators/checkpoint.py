@@ -35,6 +35,8 @@ def fingerprint(est: Any, X: np.ndarray, y_enc: np.ndarray, sample_weight: np.nd
             continue
         digest.update(_source(cls).encode())
     digest.update(json.dumps(params, sort_keys=True, default=repr).encode())
+    if getattr(est, "init_weights", None) is not None:  # the file the fit starts from
+        digest.update(Path(est.init_weights).read_bytes())
     for array in (X, y_enc, sample_weight):
         digest.update(str((array.dtype, array.shape)).encode())
         digest.update(np.ascontiguousarray(array).tobytes())

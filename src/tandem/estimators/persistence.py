@@ -185,6 +185,7 @@ class Persistence:
         self.module_ = self._place(self.build_module(self.n_features_in_, self.n_outputs_))
         self.module_.load_state_dict(state)
         self.module_.eval()
+        self._freeze(self.module_)  # training on (partial_fit) keeps the frozen parts fixed
         # built when training goes on (partial_fit): torch's optimizers import torch._dynamo on
         # construction, about 2 s that predict, evaluate, export and serve do not need
         self.optimizer_ = None
