@@ -332,3 +332,27 @@ def test_serve_takes_its_limits_from_flags(monkeypatch, tmp_path):
     assert seen["max_batch"] == serve.DEFAULT_MAX_BATCH
     assert seen["max_body_mb"] == serve.DEFAULT_MAX_BODY_MB
     assert seen["max_image_pixels"] == serve.DEFAULT_MAX_IMAGE_PIXELS
+
+
+def test_weights_writes_an_entrys_network_for_another_to_start_from(tmp_path, monkeypatch):
+    import numpy as np
+    from safetensors import safe_open
+    from typer.testing import CliRunner
+
+    from tandem import TorchClassifier, cli
+
+    X = np.random.default_rng(0).normal(size=(60, 16)).astype(np.float32)
+    TorchClassifier(max_epochs=1, random_state=0).fit(X, X[:, 0] > 0).save(
+        tmp_path / "models/toy/model"
+    )
+    monkeypatch.chdir(tmp_path)
+    out = "data/sources/weights/toy.safetensors"
+    result = CliRunner().invoke(cli.app, ["weights", "--dataset", "toy", "-o", out])
+    assert result.exit_code == 0, result.output
+    assert "tensors of mlp ->" in result.output
+    with safe_open(out, framework="pt") as f:
+        assert f.metadata()["tandem.module"] == "mlp"
+    bad = CliRunner().invoke(cli.app, ["weights", "--dataset", "toy", "-o", "toy.pt"])
+    assert bad.exit_code == 1 and "must end in .safetensors" in bad.output
+    missing = CliRunner().invoke(cli.app, ["weights", "--dataset", "nope", "-o", out])
+    assert missing.exit_code == 1 and "missing" in missing.output

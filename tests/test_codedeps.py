@@ -3,13 +3,24 @@ imports included) must be in that stage's dvc.yaml deps, or DVC misses a code ch
 
 from __future__ import annotations
 
+import ast
 import textwrap
 from pathlib import Path
 
 import yaml
 from conftest import ROOT
 
-from tandem.cli import code_dep_problems, stage_code
+from tandem.cli import STAGES
+from tandem.codedeps import (
+    ABSENT,
+    _import_nodes,
+    _imported,
+    _module_file,
+    code_dep_problems,
+    dotted_value,
+    stage_code,
+    stage_command,
+)
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -31,19 +42,21 @@ def mini_project(tmp_path: Path, files: dict[str, str], deps: list[str]) -> Path
 
 def test_the_real_dvc_yaml_lists_every_module_its_stages_import():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    assert code_dep_problems(ROOT, raw) == []
+    assert code_dep_problems(ROOT, raw, STAGES) == []
     # these import gaps are seen by the analysis (and so must be declared)
     assert {"src/tandem/data.py", "src/tandem/io.py", "stages/layout.py"} <= set(
         stage_code(ROOT, "split")
     )
     assert {"src/tandem/evaluation.py", "src/tandem/data.py"} <= set(stage_code(ROOT, "baselines"))
-    torch_code = {"src/tandem/estimators.py", "src/tandem/models.py", "src/tandem/features.py"}
+    # tandem.estimators: a module (estimators.py) or a package (estimators/__init__.py)
+    estimators = _module_file(ROOT, "tandem.estimators").relative_to(ROOT).as_posix()
+    torch_code = {estimators, "src/tandem/models.py", "src/tandem/features.py"}
     for stage in ("evaluate", "export"):  # TorchClassifier comes from tandem.estimators
         assert torch_code <= set(stage_code(ROOT, stage))
     # tandem/__init__.py runs on every import of tandem: a dep; its lazy __getattr__ import of
     # estimators (torch) is not followed, so split does not depend on the estimator code
     assert "src/tandem/__init__.py" in stage_code(ROOT, "split")
-    assert "src/tandem/estimators.py" not in stage_code(ROOT, "split")
+    assert not [p for p in stage_code(ROOT, "split") if p.startswith("src/tandem/estimators")]
     assert "stages/__init__.py" not in stage_code(ROOT, "split")  # docstring only
 
 
@@ -56,7 +69,7 @@ def test_an_undeclared_module_is_named_with_its_stage(tmp_path):
         },
         deps=["stages/split.py", "src/tandem/__init__.py"],
     )
-    assert code_dep_problems(root, {}) == [
+    assert code_dep_problems(root, {}, STAGES) == [
         "stage split: imports src/tandem/helper.py (via stages/split.py) but dvc.yaml does not "
         "list it in deps"
     ]
@@ -74,7 +87,7 @@ def test_transitive_and_lazy_imports_are_followed(tmp_path):
         },
         deps=["stages/split.py", "src/tandem/__init__.py", "src/tandem/a.py", "src/tandem/c.py"],
     )
-    assert code_dep_problems(root, {}) == [
+    assert code_dep_problems(root, {}, STAGES) == [
         "stage split: imports src/tandem/b.py (via stages/split.py -> src/tandem/a.py) but "
         "dvc.yaml does not list it in deps"
     ]
@@ -90,8 +103,8 @@ def test_a_declared_directory_covers_its_files(tmp_path):
         "src/tandem/helper.py": "",
     }
     for name, deps in (("a", ["stages", "src/tandem"]), ("b", ["./stages/", "src"])):
-        assert code_dep_problems(mini_project(tmp_path / name, files, deps), {}) == []
-    problems = code_dep_problems(mini_project(tmp_path / "c", files, ["src/tandem"]), {})
+        assert code_dep_problems(mini_project(tmp_path / name, files, deps), {}, STAGES) == []
+    problems = code_dep_problems(mini_project(tmp_path / "c", files, ["src/tandem"]), {}, STAGES)
     assert [p.split(" but ")[0] for p in problems] == [
         "stage split: runs stages/split.py",
         "stage split: imports stages/helpers.py (via stages/split.py)",
@@ -156,7 +169,7 @@ def test_foreach_stages_are_expanded(tmp_path):
             ),
         },
     )
-    problems = code_dep_problems(root, {"sets": {"a": {}, "b": {}}})
+    problems = code_dep_problems(root, {"sets": {"a": {}, "b": {}}}, STAGES)
     assert [p.split(":")[0] for p in problems] == ["stage tab-split@a", "stage tab-split@b"]
     assert all("src/tandem/helper.py" in p for p in problems)
 
@@ -188,5 +201,37 @@ def test_params_and_item_references_are_filled_in(tmp_path):
     )  # fmt: skip
     raw = {"sets": {"a": {"code": "tandem"}, "b": {"code": "elsewhere"}},
            "pick": {"name": "a", "code": "src/tandem"}}  # fmt: skip
-    problems = code_dep_problems(root, raw)
+    problems = code_dep_problems(root, raw, STAGES)
     assert [p.split(":")[0] for p in problems] == ["stage split@b"]
+
+
+def test_only_tandem_stage_commands_are_analysed():
+    assert stage_command({"cmd": "tandem train --dataset usps"}, STAGES) == ("train", "usps")
+    assert stage_command({"cmd": "tandem summary"}, STAGES) == ("summary", None)
+    for cmd in ("tandem check", "tandem show usps", "python stages/split.py", ""):
+        assert stage_command({"cmd": cmd}, STAGES) is None
+
+
+def test_dotted_value_tells_a_null_value_from_a_missing_key():
+    raw = {"train": {"lr": 0.01, "schedule": None}, "seed": 0}
+    assert dotted_value(raw, "train.lr") == 0.01
+    assert dotted_value(raw, "train") == {"lr": 0.01, "schedule": None}
+    assert dotted_value(raw, "train.schedule") is None  # present, null
+    for missing in ("train.momentum", "seed.x", "nope"):
+        assert dotted_value(raw, missing) is ABSENT
+
+
+def test_the_runner_is_no_stage_dep():
+    """The runner's modules (tandem.cli, tandem.codedeps) are no stage's dep: no stage imports
+    them (so dvc.yaml need not list them), and codedeps does not import the CLI (one way)."""
+    runner = {"src/tandem/cli.py", "src/tandem/codedeps.py"}
+    for stage in STAGES:
+        assert not runner & set(stage_code(ROOT, stage)), stage
+    path = ROOT / "src" / "tandem" / "codedeps.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = {
+        module
+        for node in _import_nodes(tree, into_functions=True)
+        for module in _imported(ROOT, node, "tandem.codedeps", is_package=False)
+    }
+    assert "tandem.cli" not in imported

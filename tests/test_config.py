@@ -72,8 +72,11 @@ def test_override_types_and_values():
         ("train.augment={rotate: 10}", "datasets.adult.train.augment: augmentation is for image"),
         ("datasets.usps.preprocess={pca: 20}", "datasets.usps.preprocess.pca"),
         # shifting per-pixel z-scores is not shifting the image
-        ("datasets.usps.preprocess.scaler=standard", "datasets.usps.train.augment: augmentation "
-         "and test-time augmentation move pixels, but preprocess.scaler 'standard'"),
+        (
+            "datasets.usps.preprocess.scaler=standard",
+            "datasets.usps.train.augment: augmentation "
+            "and test-time augmentation move pixels, but preprocess.scaler 'standard'",
+        ),
         ("cv.dataset=nope", "cv.dataset"),
         ("split.n_train=7291", "n_train=7291 does nothing with method random"),
         ("tune.n_iter=8", "tune: n_iter does nothing with method grid"),

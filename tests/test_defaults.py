@@ -41,8 +41,10 @@ def pairs() -> dict[str, tuple[object, object]]:
         "freeze": (train.freeze, ESTIMATOR["freeze"]),
         "weight_decay": (train.weight_decay, 0.0),  # Adam's, the estimator's optimizer
         "label_smoothing": (train.label_smoothing, 0.0),  # CrossEntropyLoss's
-        "module_kwargs.mlp.hidden_sizes": (tuple(mlp.get("hidden_sizes", ())),
-                                           tuple(MLP["hidden_sizes"])),  # fmt: skip
+        "module_kwargs.mlp.hidden_sizes": (
+            tuple(mlp.get("hidden_sizes", ())),
+            tuple(MLP["hidden_sizes"]),
+        ),  # fmt: skip
         "module_kwargs.mlp.dropout": (mlp.get("dropout"), MLP["dropout"]),
     }
 
@@ -56,4 +58,4 @@ def documented() -> set[str]:
 
 def test_every_default_that_differs_is_documented_with_its_reason():
     differ = {key for key, (ours, library) in pairs().items() if ours != library}
-    assert differ == documented(), (differ ^ documented())
+    assert differ == documented(), differ ^ documented()

@@ -21,7 +21,6 @@ from pydantic import (
     model_validator,
 )
 
-
 SOURCES = "data/sources"  # local sources: data/sources/<source>/..., a dep of every fetch stage
 WEIGHTS = f"{SOURCES}/weights"  # weights files for train.init_weights: a dep of every resolve
 
@@ -115,7 +114,8 @@ class TrainParams(Section):
         if value is None:
             return value
         path = PurePosixPath(value)
-        if ".." in path.parts or not value.startswith(f"{WEIGHTS}/") or path.suffix != ".safetensors":
+        outside = ".." in path.parts or not value.startswith(f"{WEIGHTS}/")
+        if outside or path.suffix != ".safetensors":
             raise ValueError(
                 f"{value!r} must be a .safetensors file under {WEIGHTS}/ (tracked like the other "
                 "local sources; a pickle is never loaded). `tandem weights --dataset NAME -o "
@@ -174,8 +174,6 @@ OVERRIDABLE: dict[str, type[Section]] = {
     "evaluate": EvaluateParams,
     "baselines": BaselinesParams,
 }
-
-
 
 
 class DataSpec(Section):
@@ -237,8 +235,9 @@ class DatasetEntry(Section):
 
     data: DataSpec
     label_names: dict[str, str] | None = Field(
-        None, description="how each label is shown and served (USPS: '1'..'10' are the digits "
-        "0..9); null: as they are. Classification entries only"
+        None,
+        description="how each label is shown and served (USPS: '1'..'10' are the digits "
+        "0..9); null: as they are. Classification entries only",
     )
     split: dict[str, Any]
     preprocess: dict[str, Any]
@@ -319,7 +318,8 @@ class Recipe:
             raise AttributeError(f"{self._section}.{key} is not declared by this stage")
         value = self._values[key]
         typed = self._typed
-        if value is None or key == "module_kwargs" or typed is None or key not in typed.model_fields:
+        computed = typed is None or key not in type(typed).model_fields
+        if value is None or key == "module_kwargs" or computed:
             return value  # a computed key (a file's hash), or the stage's view of some keys
         return getattr(self._typed, key)  # nested sections stay typed (augment, linear, ...)
 

@@ -52,6 +52,8 @@ SCHEDULER_ENV = "TANDEM_DASK_SCHEDULER"
 STEP = "model"  # the torch estimator's step in a search pipeline
 PREPROCESS_STEP = "preprocess"
 DISTRIBUTIONS = ("uniform", "loguniform", "randint")
+
+
 class SearchSpaceError(ValueError):
     """The search space (or the fixed estimator params) names or gives something invalid."""
 
