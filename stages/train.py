@@ -30,6 +30,18 @@ def module_params(p, spec) -> dict:
     return {"module": name, **{f"module__{k}": v for k, v in kwargs.items()}}
 
 
+def check_module(p, spec) -> None:
+    """Refuse, before anything is written, a module that the stage cannot build: a reference
+    to a missing file or class, or a class whose arguments do not fit what the stage passes
+    (n_features, n_outputs, the image's shape for image entries, module_kwargs)."""
+    passed = module_params(p, spec)
+    kwargs = [k.removeprefix("module__") for k in passed if k.startswith("module__")]
+    try:
+        models.check_arguments(passed["module"], ["n_features", "n_outputs", *kwargs])
+    except ValueError as exc:
+        raise config.ParamsError(f"train.module: {exc}") from None
+
+
 def build_estimator(p, spec, n_rows: int, callbacks=(), checkpoint=None):
     """The estimator exactly as the (resolved) train section ``p`` describes it, for an entry
     whose data is ``spec`` and ``n_rows`` training rows."""
@@ -63,6 +75,7 @@ def processes(params, name: str) -> int:
 def run(params, name: str) -> None:
     entry, paths = params.datasets[name], layout(name)
     p, spec = config.recipe(params, name, "train"), entry.data
+    check_module(p, spec)
     X, y = data.xy(io.read_parquet(paths.train_features), spec.target)
     main = training.is_main_process()  # under torchrun, the other ranks train and write nothing
     # The outputs land together: DVCLive logs into a folder that replaces live_dir only after

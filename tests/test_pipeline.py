@@ -36,6 +36,7 @@ from e2e import (
     CHAIN,
     ENTRIES,
     GIT,
+    PER_ENTRY,
     commit,
     make_project,
     out_hashes,
@@ -501,6 +502,45 @@ def test_sigkill_while_writing_outputs_leaves_them_whole(second):
     assert "train@usps" in stages
     status = run(["dvc", "status"], b, env_b).stdout
     assert "changed" not in status, status
+
+
+NET = """from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, n_features, n_outputs, width=16):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(n_features, width), nn.ReLU(),
+                                    nn.Linear(width, n_outputs))
+
+    def forward(self, x):
+        return self.layers(x)
+"""
+
+
+def test_an_entry_trains_the_projects_own_module_and_editing_it_reruns_that_entry(pipeline_run):
+    """`train.module: nets/tiny.py:TinyNet`, a file of the project: `dvc repro` trains it, and
+    editing the file retrains that entry alone (its recipe holds the file's hash)."""
+    repo, env = pipeline_run.repo, pipeline_run.env
+    (repo / "nets/tiny.py").write_text(NET)
+    ref = "nets/tiny.py:TinyNet"
+    entry = {**pipeline_run.entries["mycsv"], "train": {"module": ref,
+             "module_kwargs": {ref: {"width": 8}}}}  # fmt: skip
+    set_params(repo, datasets__mine=entry)
+    mine = {f"{s}@mine" for s in PER_ENTRY}
+    try:
+        ran = repro(repo, env)
+        assert mine <= ran and ran - mine - {f"resolve@{n}" for n in ENTRIES} == {"summary"}
+        config = json.loads((repo / "models/mine/model/config.json").read_text())
+        assert config["module_spec"] == ref and config["params"]["module__width"] == 8
+        assert json.loads((repo / "metrics/mine/export.json").read_text())["passed"]
+        (repo / "nets/tiny.py").write_text(NET.replace("nn.ReLU()", "nn.Tanh()"))
+        ran = repro(repo, env) - {f"resolve@{n}" for n in (*ENTRIES, "mine")}
+        assert ran == {"train@mine", "evaluate@mine", "export@mine", "summary"}
+    finally:  # back to the committed run for any test after this one
+        run(["git", "checkout", "--", "."], repo, env)
+        run(["git", "clean", "-fdq", "nets", "recipes"], repo, env)
+        run(["dvc", "checkout", "-q"], repo, env, check=False)
 
 
 def test_fine_tuning_from_uspss_weights_beats_training_from_scratch(pipeline_run):

@@ -398,6 +398,27 @@ def registry_notes(root: Path, raw: dict) -> list[str]:
     return notes
 
 
+def module_problems(root: Path, params: Any) -> list[str]:
+    """Each entry's own module class (``train.module: nets/FILE.py:Class``), imported from the
+    project root and checked against the arguments its train stage passes; and each file its
+    recipe hashes (the module's, ``init_weights``) readable."""
+    from tandem import config, models
+
+    train, problems, cwd = load_stage("train", root), [], Path.cwd()
+    os.chdir(root)  # references are paths in the project
+    try:
+        for name, entry in params.datasets.items():
+            try:
+                p = config.recipe(params, name, "train")
+                if models.is_reference(config.module_name(p, entry.data)):
+                    train.check_module(p, entry.data)
+            except ValueError as exc:
+                problems.append(f"datasets.{name}.{exc}")
+    finally:
+        os.chdir(cwd)
+    return problems
+
+
 @app.command()
 def check(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) -> None:
     """Validate params.yaml (and overrides), and check dvc.yaml against the code: each stage
@@ -406,10 +427,10 @@ def check(params: ParamsOption = Path("params.yaml"), set_: SetOption = None) ->
     import yaml
 
     try:
-        load_params(params, set_ or [])
+        loaded = load_params(params, set_ or [])
         root = project_root(params.resolve().parent)
         raw = yaml.safe_load(params.read_text(encoding="utf-8")) or {}
-        problems = dvc_params_problems(root, raw)
+        problems = dvc_params_problems(root, raw) + module_problems(root, loaded)
         code_problems = code_dep_problems(root, raw, STAGES)
         notes = registry_notes(root, raw)
     except (ParamsError, StageError) as exc:

@@ -23,6 +23,7 @@ from pydantic import (
 
 SOURCES = "data/sources"  # local sources: data/sources/<source>/..., a dep of every fetch stage
 WEIGHTS = f"{SOURCES}/weights"  # weights files for train.init_weights: a dep of every resolve
+NETS = "nets"  # the project's own module classes (train.module: nets/FILE.py:Class): the same
 
 
 class ParamsError(ValueError):
@@ -76,7 +77,10 @@ class AugmentParams(Section):
 class TrainParams(Section):
     """The torch estimator's hyperparameters, shared by every entry (each may override keys)."""
 
-    module: str = Field(description="auto: cnn for image entries, mlp for tabular ones; or a name")
+    module: str = Field(
+        description="auto: cnn for image entries, mlp for tabular ones; a registered name; or "
+        "your own nn.Module class, nets/FILE.py:Class or package.module:Class"
+    )
     module_kwargs: dict[str, dict[str, Any]] = Field(
         description="keyword arguments of each module, by module name"
     )
@@ -107,6 +111,22 @@ class TrainParams(Section):
         description="parameter-name prefixes kept fixed while training (e.g. ['1', '2'], the "
         "cnn's first conv and BatchNorm); null: none"
     )
+
+    @field_validator("module")
+    @classmethod
+    def _a_module(cls, value: str) -> str:
+        where, colon, name = value.rpartition(":")
+        if not colon:
+            return value  # auto or a registered name: the train stage names an unknown one
+        if not where or not name.isidentifier():
+            raise ValueError(f"{value!r}: a module class is FILE.py:Class or package.module:Class")
+        path = PurePosixPath(where)
+        if where.endswith(".py") and (".." in path.parts or path.parts[0] != NETS):
+            raise ValueError(
+                f"{value!r}: a module file lives under {NETS}/ (every entry's resolve stage "
+                f"depends on it, and its hash goes into the recipe): {NETS}/{path.name}:{name}"
+            )
+        return value
 
     @field_validator("init_weights")
     @classmethod
@@ -355,6 +375,9 @@ def recipe(params: Any, name: str, section: str) -> Recipe:
         values["module_kwargs"] = {used: values["module_kwargs"].get(used, {})}
     if values.get("init_weights") is not None:  # its content: a new file reruns the entry
         values["init_weights_sha256"] = file_sha256(values["init_weights"], "train.init_weights")
+    module = values.get("module_kwargs") and next(iter(values["module_kwargs"]))
+    if module and module.partition(":")[0].endswith(".py"):  # the user's module file, as above
+        values["module_sha256"] = file_sha256(module.partition(":")[0], "train.module")
     return Recipe(section, values, typed)
 
 

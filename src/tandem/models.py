@@ -8,9 +8,11 @@ turns a name plus keyword arguments into an ``nn.Module``.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
 import math
 from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -87,20 +89,93 @@ def accepts(fn: Any, name: str) -> bool:
     return names is None or name in names
 
 
+def is_reference(name: object) -> bool:
+    """``nets/tiny.py:TinyNet`` (a file of the project) or ``package.module:Class``: a user's
+    own module class, as against a registered name."""
+    return isinstance(name, str) and ":" in name
+
+
+def import_reference(reference: str, root: str | Path = ".") -> type[nn.Module]:
+    """The ``nn.Module`` class a reference names: ``path/to/file.py:Class``, a file under
+    ``root`` (the project), or ``package.module:Class``, an importable module. Only an
+    ``nn.Module`` subclass is returned; anything else is refused, naming what is wrong."""
+    import importlib
+    import importlib.util
+
+    where, _, name = reference.rpartition(":")
+    if not where or not name.isidentifier():
+        raise ValueError(f"module {reference!r}: expected FILE.py:Class or package.module:Class")
+    if where.endswith(".py"):
+        base = Path(root).resolve()
+        path = (base / where).resolve()
+        if not path.is_relative_to(base) or not path.is_file():
+            raise ValueError(f"module {reference!r}: no file {where} in the project ({base})")
+        key = "tandem_user_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        spec = importlib.util.spec_from_file_location(key, path)
+        loaded = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loaded)
+    else:
+        try:
+            loaded = importlib.import_module(where)
+        except ImportError as exc:
+            raise ValueError(f"module {reference!r}: cannot import {where} ({exc})") from None
+    found = getattr(loaded, name, None)
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        own = [v for v in vars(loaded).values() if getattr(v, "__module__", "") == loaded.__name__]
+        classes = sorted(
+            v.__name__ for v in own if isinstance(v, type) and issubclass(v, nn.Module)
+        )
+        what = (
+            "no such name" if found is None else f"a {type(found).__name__}, not an nn.Module class"
+        )
+        raise ValueError(
+            f"module {reference!r}: {name} is {what}; its nn.Module classes: {classes}"
+        )
+    return found
+
+
+def _builder(name: str) -> Callable[..., nn.Module]:
+    """What builds module ``name``: a reference's class, or a registered builder."""
+    if is_reference(name):
+        return import_reference(name)
+    _choice("module", name, list(_REGISTRY))
+    return _REGISTRY[name]
+
+
 def module_arguments(name: str) -> list[str] | None:
     """The keyword arguments module ``name`` accepts (``module__<arg>``); None: any (``**kw``)."""
-    _choice("module", name, list(_REGISTRY))
-    return keyword_arguments(_REGISTRY[name], ("n_features", "n_outputs"))
+    return keyword_arguments(_builder(name), ("n_features", "n_outputs"))
+
+
+def check_arguments(name: str, given: Collection[str]) -> None:
+    """Refuse, before anything is built, a module that cannot be called with the keyword
+    arguments ``given`` (n_features, n_outputs, the image's shape, its module_kwargs): one it
+    does not take, or one it needs that is not given."""
+    params = inspect.signature(_builder(name)).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in given if k not in params and not takes_any]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    needed = [k for k, p in params.items() if p.default is p.empty and p.kind in kinds]
+    needed = [k for k in needed if k not in given]
+    if unknown or needed:
+        problems = [f"it takes no {unknown}"] * bool(unknown) + [f"it needs {needed}"] * bool(
+            needed
+        )
+        raise ValueError(
+            f"module {name!r} cannot be built with {sorted(given)}: {'; '.join(problems)}"
+        )
 
 
 def build_module(name: str, n_features: int, n_outputs: int, **kwargs) -> nn.Module:
-    """Build the registered module ``name`` for ``n_features`` inputs and ``n_outputs`` outputs."""
-    valid = module_arguments(name)
+    """Build module ``name`` (registered, or a reference to a user's class) for ``n_features``
+    inputs and ``n_outputs`` outputs, with its keyword arguments."""
+    builder = _builder(name)
+    valid = keyword_arguments(builder, ("n_features", "n_outputs"))
     for key in kwargs if valid is not None else ():
         if key not in valid:  # a misspelt module__* argument names itself and the nearest valid one
             hint = nearest_hint(key, valid)
             raise ValueError(f"Unknown argument {key!r} for module {name!r}; valid: {valid}.{hint}")
-    return _REGISTRY[name](int(n_features), int(n_outputs), **kwargs)
+    return builder(n_features=int(n_features), n_outputs=int(n_outputs), **kwargs)
 
 
 def make_activation(name: str) -> nn.Module:
