@@ -92,6 +92,10 @@ def run(params, name: str) -> None:
                 torch_est.set_params(callbacks=[DVCLiveCallback(logger), progress])
             # an interrupted run of the same params and data goes on from its last epoch
             est.fit(X, y)
+        fitted = est.regressor_ if isinstance(est, TransformedTargetRegressor) else est
+        transfer = getattr(fitted, "transfer_", None) if main else None
+        if transfer is not None:  # init_weights: what was loaded, and what was not
+            console.console.print(transfer.summary(), highlight=False, soft_wrap=True)
         if main:
             save(est, name, paths)
     training.leave_together()  # the other ranks wait here until rank 0 has written
