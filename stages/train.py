@@ -40,6 +40,19 @@ def check_module(p, spec) -> None:
         models.check_arguments(passed["module"], ["n_features", "n_outputs", *kwargs])
     except ValueError as exc:
         raise config.ParamsError(f"train.module: {exc}") from None
+    if models.is_reference(p.criterion):  # the project's own loss, built per row
+        try:
+            models.import_reference(p.criterion)(reduction="none")
+        except (TypeError, ValueError) as exc:
+            raise config.ParamsError(
+                f"train.criterion: {p.criterion!r} cannot be built with reduction='none' "
+                f"(tandem weighs each row's loss itself): {exc}"
+            ) from None
+    if p.criterion not in (None, "cross_entropy") and p.label_smoothing:
+        raise config.ParamsError(
+            f"train.label_smoothing={p.label_smoothing} is cross-entropy's; with train.criterion "
+            f"{p.criterion!r} set it to 0"
+        )
 
 
 def build_estimator(p, spec, n_rows: int, callbacks=(), checkpoint=None):
@@ -57,11 +70,14 @@ def build_estimator(p, spec, n_rows: int, callbacks=(), checkpoint=None):
         max_epochs=epochs, patience=p.patience, validation_fraction=p.validation_fraction,
         lr_schedule=p.lr_schedule, device=p.device, amp=p.amp, compile=p.compile,
         random_state=p.seed, callbacks=list(callbacks), checkpoint=checkpoint, ema=p.ema,
+        criterion=p.criterion,
         augment=None if p.augment is None else "affine", optimizer__weight_decay=p.weight_decay,
         init_weights=p.init_weights, freeze=p.freeze, **routed,
     )  # fmt: skip
     if spec.task == "classification":
-        return TorchClassifier(**kwargs, criterion__label_smoothing=p.label_smoothing)
+        if p.criterion in (None, "cross_entropy"):  # cross-entropy's own argument
+            kwargs["criterion__label_smoothing"] = p.label_smoothing
+        return TorchClassifier(**kwargs)
     return TransformedTargetRegressor(
         regressor=TorchRegressor(**kwargs), transformer=StandardScaler()
     )

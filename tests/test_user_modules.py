@@ -120,3 +120,52 @@ def test_check_and_the_train_stage_refuse_a_module_that_does_not_fit(project):
     assert trained.returncode == 0, trained.stderr
     config = yaml.safe_load((project / "models/usps/model/config.json").read_text())
     assert config["module_spec"] == REF and config["params"]["module__image_shape"] == [16, 16]
+
+
+LOSS = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+
+    class Focal(nn.Module):
+        """Focal loss per row (gamma 2): built by tandem with reduction='none'."""
+
+        def __init__(self, reduction="none", gamma=2.0):
+            super().__init__()
+            self.gamma = gamma
+
+        def forward(self, logits, y):
+            log_p = torch.log_softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
+            return -((1 - log_p.exp()) ** self.gamma) * log_p
+
+
+    class NoReduction(nn.Module):
+        def forward(self, logits, y):
+            return logits.sum()
+''')
+
+
+def test_the_projects_own_loss_by_reference(in_project, project):
+    """``criterion="nets/losses.py:Focal"``: the estimator builds it per row, the recipe hashes
+    its file, and the train stage refuses a loss that cannot take reduction='none'."""
+    (in_project / "nets/losses.py").write_text(LOSS)
+    X = np.random.default_rng(0).normal(size=(80, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    kw = dict(max_epochs=2, random_state=0, validation_fraction=0.25)
+    focal = TorchClassifier(criterion="nets/losses.py:Focal", criterion__gamma=2.0, **kw).fit(X, y)
+    plain = TorchClassifier(**kw).fit(X, y)
+    assert focal.history_[-1]["valid_loss"] < plain.history_[-1]["valid_loss"]  # focal is smaller
+    (project / "nets").mkdir()
+    (project / "nets/losses.py").write_text(LOSS)
+    usps_like(120, at=(project / "data/usps/features_train.parquet",))
+    bad = ["--set", "datasets.usps.train.criterion=nets/losses.py:NoReduction"]
+    refused = tandem(["train", "--dataset", "usps", *bad], project)
+    assert refused.returncode != 0
+    assert "train.criterion: 'nets/losses.py:NoReduction' cannot be built" in refused.stderr
+    smoothed = tandem(["check", "--set", "datasets.usps.train.criterion=nets/losses.py:Focal",
+                       "--set", "train.label_smoothing=0.1"], project)  # fmt: skip
+    assert smoothed.returncode == 2 and "label_smoothing=0.1 is cross-entropy's" in smoothed.stderr
+    ok = ["--set", "datasets.usps.train.criterion=nets/losses.py:Focal",
+          "--set", "datasets.usps.train.max_epochs=1"]  # fmt: skip
+    trained = tandem(["train", "--dataset", "usps", *ok], project)
+    assert trained.returncode == 0, trained.stderr

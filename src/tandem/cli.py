@@ -399,19 +399,20 @@ def registry_notes(root: Path, raw: dict) -> list[str]:
 
 
 def module_problems(root: Path, params: Any) -> list[str]:
-    """Each entry's own module class (``train.module: nets/FILE.py:Class``), imported from the
-    project root and checked against the arguments its train stage passes; and each file its
-    recipe hashes (the module's, ``init_weights``) readable."""
-    from tandem import config, models
+    """Each entry's module (a registered one, or its own class, ``nets/FILE.py:Class``,
+    imported from the project root) checked against the arguments its train stage passes, its
+    own loss class too; and each file its recipe hashes (``init_weights``, the module's and the
+    loss's files) readable."""
+    from tandem import config
 
+    if not (root / "stages/train.py").is_file():  # a project without the train stage
+        return []
     train, problems, cwd = load_stage("train", root), [], Path.cwd()
     os.chdir(root)  # references are paths in the project
     try:
         for name, entry in params.datasets.items():
             try:
-                p = config.recipe(params, name, "train")
-                if models.is_reference(config.module_name(p, entry.data)):
-                    train.check_module(p, entry.data)
+                train.check_module(config.recipe(params, name, "train"), entry.data)
             except ValueError as exc:
                 problems.append(f"datasets.{name}.{exc}")
     finally:

@@ -84,6 +84,11 @@ class TrainParams(Section):
     module_kwargs: dict[str, dict[str, Any]] = Field(
         description="keyword arguments of each module, by module name"
     )
+    criterion: str | None = Field(
+        description="the loss: null (cross-entropy, or mse for regression), a name (mse, l1, "
+        "huber, smooth_l1, cross_entropy), or your own nn.Module loss class, nets/FILE.py:Class "
+        "(built with reduction='none')"
+    )
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
@@ -112,10 +117,10 @@ class TrainParams(Section):
         "cnn's first conv and BatchNorm); null: none"
     )
 
-    @field_validator("module")
+    @field_validator("module", "criterion")
     @classmethod
-    def _a_module(cls, value: str) -> str:
-        where, colon, name = value.rpartition(":")
+    def _a_module(cls, value: str | None) -> str | None:
+        where, colon, name = (value or "").rpartition(":")
         if not colon:
             return value  # auto or a registered name: the train stage names an unknown one
         if not where or not name.isidentifier():
@@ -376,8 +381,9 @@ def recipe(params: Any, name: str, section: str) -> Recipe:
     if values.get("init_weights") is not None:  # its content: a new file reruns the entry
         values["init_weights_sha256"] = file_sha256(values["init_weights"], "train.init_weights")
     module = values.get("module_kwargs") and next(iter(values["module_kwargs"]))
-    if module and module.partition(":")[0].endswith(".py"):  # the user's module file, as above
-        values["module_sha256"] = file_sha256(module.partition(":")[0], "train.module")
+    for key, used in (("module", module), ("criterion", values.get("criterion"))):
+        if used and used.partition(":")[0].endswith(".py"):  # the user's file, as above
+            values[f"{key}_sha256"] = file_sha256(used.partition(":")[0], f"train.{key}")
     return Recipe(section, values, typed)
 
 

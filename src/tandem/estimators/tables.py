@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tandem import models
 from tandem.models import nearest_hint
 
 # constructor arguments routed by double underscore: module__hidden_sizes, optimizer__weight_decay
@@ -52,6 +53,8 @@ def choose(kind: str, value: Any, table: dict[str, Any] | None = None) -> Any:
     table = TABLES[kind] if table is None else table
     if not isinstance(value, str):
         return value
+    if models.is_reference(value):  # the project's own class: nets/FILE.py:Class
+        return models.import_reference(value)
     if value not in table:
         raise ValueError(
             f"Unknown {kind} {value!r}; choose one of {sorted(table)} or pass a class."
