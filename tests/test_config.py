@@ -305,3 +305,12 @@ def test_init_weights_is_a_safetensors_source_and_its_hash_is_in_the_recipe(tmp_
     assert recipe(params, "usps", "train").init_weights_sha256 != first["init_weights_sha256"]
     assert first["freeze"] == ["1", "2"] and "init_weights_sha256" not in recipe(
         params, "adult", "train").as_dict()  # fmt: skip
+
+
+def test_params_yaml_has_no_duplicate_keys():
+    """PyYAML keeps the last of two equal keys silently; DVC's reader refuses the file."""
+    from ruamel.yaml import YAML
+
+    YAML(typ="safe", pure=True).load((ROOT / "params.yaml").read_text())
+    with pytest.raises(Exception, match="duplicate key"):
+        YAML(typ="safe", pure=True).load("train:\n  a: 1\n  a: 2\n")
