@@ -222,7 +222,7 @@ class TorchEstimatorBase(Building, TrainingSteps, Persistence, BaseEstimator):
             forward = torch.compile(forward)
         start_epoch = len(self.history_) + 1 if not first else 1
         run = Run(
-            train=rows, valid=valid, criterion=None, optimizer=self.optimizer_,
+            train=rows, valid=valid, optimizer=self.optimizer_,
             scheduler=scheduler, forward=forward, batch_size=batch_size, steps=steps,
             epochs=range(start_epoch, start_epoch + epochs), seed=seed,
             generator=torch.Generator().manual_seed(seed), dist=dist, amp=self.amp,
@@ -241,7 +241,7 @@ class TorchEstimatorBase(Building, TrainingSteps, Persistence, BaseEstimator):
                 done = len(state.history)
                 run.epochs = range(done + 1, (done if state.stopped else epochs) + 1)
             run.checkpoint = store.save
-        self.criterion_ = run.criterion = self.build_criterion().to(self.device_)
+        self.criterion_ = self.build_criterion().to(self.device_)  # get_loss's default
         run.callbacks = list(self.callbacks or []) + ([training.PrintLog()] if self.verbose else [])
         run.average = None if self.ema is None else training.WeightAverage(self.module_, self.ema)
         return run, state, store

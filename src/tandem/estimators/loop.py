@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
-from torch import nn
 
 from tandem import training
 from tandem.training import Batch, Distributed, WeightAverage
@@ -58,7 +57,6 @@ class Run:
 
     train: Batch
     valid: Batch | None
-    criterion: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
     forward: Callable  # the module, or its DDP / compiled wrapper
